@@ -1,0 +1,35 @@
+# `make test`: a virtual environment from nothing, every distribution installed, lint + tests.
+# `make demo`: the main job on the built-in default data.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PLUGIN_DIRS := $(sort $(wildcard plugins/colearn-plugin-*))
+STAMP := $(VENV)/.colearn-installed
+
+.PHONY: venv test lint pytest demo clean
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e '.[test]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+pytest: $(STAMP)
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test: lint pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/colearn plugins
+
+clean:
+	rm -rf $(VENV) build dist runs .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""``python -m colearn`` (and ``accelerate launch -m colearn``) runs the colearn CLI."""

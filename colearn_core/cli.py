@@ -1,0 +1,101 @@
+"""The ``colearn`` command line. Sub-commands come from the ``commands`` registry, so plugins
+add their own (``colearn convert ...``) through ``register_commands``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import __version__
+from .errors import ColearnError
+
+__all__ = ["Command", "main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: its one-line help, how it declares arguments, and what it runs."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+    description: str | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .registry import registries
+
+    parser = argparse.ArgumentParser(
+        prog="colearn", description="colearn: multimodal co-learning with a model hub."
+    )
+    parser.add_argument("--version", action="version", version=f"colearn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, entry in registries.commands.items():
+        command: Command = entry.obj
+        p = sub.add_parser(
+            name,
+            help=command.help,
+            description=command.description or command.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``colearn`` console script and ``python -m colearn``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--version":  # answer without loading any plugin
+        print(f"colearn {__version__}")
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except ColearnError as exc:
+        print(f"colearn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+# --- built-in commands -------------------------------------------------------------------
+
+
+def _plugins_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--traceback", action="store_true", help="show full tracebacks of failures")
+
+
+def _plugins_run(args: argparse.Namespace) -> int:
+    from .plugins import plugin_report
+
+    report = plugin_report()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in report], indent=2))
+        return 0
+    for p in report:
+        head = f"{p.distribution or p.name} {p.version or ''}".rstrip()
+        if p.ok:
+            print(f"{head}  [{p.module}]")
+            for kind, names in sorted(p.registered.items()):
+                print(f"    {kind}: {', '.join(sorted(names))}")
+        else:
+            print(f"{head}  FAILED: {p.error}")
+            if args.traceback and p.traceback:
+                print("    " + p.traceback.replace("\n", "\n    "))
+    failed = sum(not p.ok for p in report)
+    print(f"\n{len(report) - failed} loaded, {failed} failed")
+    return 0
+
+
+PLUGINS_COMMAND = Command(
+    help="list installed plugins, what each registered, and failures",
+    add_arguments=_plugins_arguments,
+    run=_plugins_run,
+)

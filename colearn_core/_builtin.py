@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from .hookspecs import Register, hookimpl
 
+#: Modules of colearn-core that implement hooks. They load with the core (even when
+#: COLEARN_LOAD_PLUGINS selects no plugin) and are reported as the plugin "colearn-core".
+#: A core subsystem that registers something adds its module here.
+CORE_HOOK_MODULES: tuple[str, ...] = ("colearn_core._builtin",)
+
 
 @hookimpl
 def register_fusions(register: Register) -> None:

@@ -11,6 +11,7 @@ skipped with a warning; nothing it registered is kept. Environment:
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import os
 import threading
@@ -107,10 +108,12 @@ def _fail(info: PluginInfo, what: str, exc: BaseException) -> None:
     warnings.warn(message + "; skipped. Run `colearn plugins` for details.", stacklevel=3)
 
 
-def _register(pm: pluggy.PluginManager, plugin: object, info: PluginInfo) -> None:
+def _register(
+    pm: pluggy.PluginManager, plugin: object, info: PluginInfo, name: str | None = None
+) -> None:
     """Register one plugin object; all of its names, or none of them."""
     try:
-        pm.register(plugin, name=info.name)
+        pm.register(plugin, name=name or info.name)
     except Exception as exc:  # invalid hookimpl signatures and the like
         _fail(info, "has invalid hooks", exc)
         return
@@ -170,11 +173,12 @@ def load_plugins(*, force: bool = False) -> list[PluginInfo]:
         _report = []
         _loaded = True  # set early so lookups from inside hooks don't recurse
         try:
-            from . import _builtin
+            from ._builtin import CORE_HOOK_MODULES
 
-            core = PluginInfo(CORE, CORE, _version(CORE), _builtin.__name__)
+            core = PluginInfo(CORE, CORE, _version(CORE), ", ".join(CORE_HOOK_MODULES))
             _report.append(core)
-            _register(_pm, _builtin, core)
+            for module_name in CORE_HOOK_MODULES:
+                _register(_pm, importlib.import_module(module_name), core, name=module_name)
 
             allow = _env_list("COLEARN_LOAD_PLUGINS")
             block = _env_list("COLEARN_DISABLE_PLUGINS") or set()

@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q -e '.[test]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
+	# The test plugin the core tests use (the misbehaving ones install per test session).
+	$(PIP) install -q -e tests/plugins/colearn-plugin-toy
 	touch $@
 
 venv: $(STAMP)

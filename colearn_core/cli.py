@@ -52,7 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "--version":  # answer without loading any plugin
         print(f"colearn {__version__}")
         return 0
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ColearnError as exc:  # e.g. a plugin failing in strict mode
+        print(f"colearn: error: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

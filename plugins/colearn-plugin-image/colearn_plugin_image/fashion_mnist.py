@@ -58,14 +58,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def _local_dir(root: str | os.PathLike | None) -> Path | None:
-    candidates = [root, os.environ.get("COLEARN_FASHION_MNIST_DIR"), DEBIAN_DIR]
-    for candidate in candidates:
+    """The folder with the IDX files: ``root`` if given (it must have them), else the
+    environment variable's folder or Debian's, else None (use the Hub)."""
+    if root is not None:
+        if not all((Path(root) / f).exists() for f in _FILES["test"]):
+            raise FileNotFoundError(
+                f"{root}: no Fashion-MNIST IDX files ({', '.join(_FILES['test'])}) found there"
+            )
+        return Path(root)
+    for candidate in (os.environ.get("COLEARN_FASHION_MNIST_DIR"), DEBIAN_DIR):
         if candidate and all((Path(candidate) / f).exists() for f in _FILES["test"]):
             return Path(candidate)
-    if root is not None:
-        raise FileNotFoundError(
-            f"{root}: no Fashion-MNIST IDX files ({', '.join(_FILES['test'])}) found there"
-        )
     return None
 
 

@@ -7,7 +7,6 @@ import struct
 
 import numpy as np
 import pytest
-
 from colearn_plugin_image.fashion_mnist import (
     CLASS_NAMES,
     DEBIAN_DIR,

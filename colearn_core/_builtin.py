@@ -7,7 +7,11 @@ from .hookspecs import Register, hookimpl
 #: Modules of colearn-core that implement hooks. They load with the core (even when
 #: COLEARN_LOAD_PLUGINS selects no plugin) and are reported as the plugin "colearn-core".
 #: A core subsystem that registers something adds its module here.
-CORE_HOOK_MODULES: tuple[str, ...] = ("colearn_core._builtin", "colearn_core.losses")
+CORE_HOOK_MODULES: tuple[str, ...] = (
+    "colearn_core._builtin",
+    "colearn_core.losses",
+    "colearn_core.hub.cli",
+)
 
 
 @hookimpl

@@ -222,3 +222,17 @@ class Method(nn.Module):
         """Read what :meth:`save_assets` wrote."""
         for modality in self.modalities.values():
             modality.load_assets(folder)
+
+    def save_pretrained(self, folder: str | Path, **kwargs: Any) -> Path:
+        """Write config.json, safetensors weights, assets and a model card to ``folder``
+        atomically; see :func:`colearn_core.hub.save_pretrained` for the options."""
+        from .hub.pretrained import save_pretrained
+
+        return save_pretrained(self, folder, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Save and upload to the Hugging Face Hub as one commit (revision=, private=, token=,
+        results=, ...); see :func:`colearn_core.hub.push_to_hub`."""
+        from .hub.pretrained import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)

@@ -86,7 +86,9 @@ class HubServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -209,7 +211,9 @@ class _Handler(BaseHTTPRequestHandler):
         name, org = payload.get("name"), payload.get("organization")
         repo_id = f"{org}/{name}" if org else f"tester/{name}"
         if repo_id in self.hub.repos:
-            return self._error(409, None, "You already created this model repo")
+            message = "You already created this model repo"
+            body = {"error": message, "url": f"{self.hub.url}/{repo_id}"}
+            return self._json(409, body, {"X-Error-Message": message})
         self.hub.create_repo(repo_id, private=payload.get("visibility") == "private")
         self._json(200, {"url": f"{self.hub.url}/{repo_id}", "name": repo_id})
 

@@ -117,7 +117,11 @@ def _check_finite(name: str, x: Tensor, sizes: list[int]) -> None:
 def _block_logits(
     q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None, start: int, stop: int, dtype
 ) -> Tensor:
-    logits = (q[start:stop] @ k.T).to(dtype).mul_(scale)  # (c, N)
+    """``scale * q[start:stop] @ k.T`` in ``dtype`` (at least float32), excluded entries -inf."""
+    if q.dtype == dtype:  # scaling the (c, D) rows is cheaper than the (c, N) logits
+        logits = (q[start:stop] * scale) @ k.T
+    else:  # half precision: scale after the upcast, not in the low-precision matmul
+        logits = (q[start:stop] @ k.T).to(dtype).mul_(scale)
     if exclude is not None:
         rows = torch.arange(stop - start, device=logits.device)
         logits[rows, exclude[start:stop]] = -math.inf
@@ -125,26 +129,39 @@ def _block_logits(
 
 
 class _BlockLogSumExp(torch.autograd.Function):
+    """Row/column log-sum-exp of ``scale * q @ k.T`` in row blocks.
+
+    With ``keep`` the whole matrix is one block that is saved for backward (fastest when it
+    fits); otherwise backward recomputes each block (memory ``O(chunk_size * N)``). Either way
+    backward builds one gradient matrix ``G`` per block for both directions, so the cost is a
+    few passes over the logits and two matmuls, against two cross-entropies and their
+    transposes in plain autograd.
+    """
+
     @staticmethod
-    def forward(ctx, q, k, scale, exclude, chunk_size, columns):  # type: ignore[override]
+    def forward(ctx, q, k, scale, exclude, chunk_size, columns, keep):  # type: ignore[override]
         dtype = torch.promote_types(q.dtype, torch.float32)
         s = scale.detach().to(dtype)
+        if keep:
+            chunk_size = max(q.shape[0], 1)
         row = torch.empty(q.shape[0], dtype=dtype, device=q.device)
         col = torch.full((k.shape[0] if columns else 0,), -math.inf, dtype=dtype, device=q.device)
+        logits = None
         for start in range(0, q.shape[0], chunk_size):
             stop = min(start + chunk_size, q.shape[0])
-            logits = _block_logits(q, k, s, exclude, start, stop, dtype)
+            logits = _block_logits(q, k, s, exclude, start, stop, dtype)  # (c, N)
             row[start:stop] = torch.logsumexp(logits, dim=1)
             if columns:
                 col = torch.logaddexp(col, torch.logsumexp(logits, dim=0))
-            del logits
-        ctx.save_for_backward(q, k, scale, exclude, row, col)
+            if not keep:
+                logits = None
+        ctx.save_for_backward(q, k, scale, exclude, row, col, logits)
         ctx.chunk_size, ctx.columns = chunk_size, columns
         return row, col
 
     @staticmethod
     def backward(ctx, g_row, g_col):  # type: ignore[override]
-        q, k, scale, exclude, row, col = ctx.saved_tensors
+        q, k, scale, exclude, row, col, saved = ctx.saved_tensors
         dtype = row.dtype
         s = scale.detach().to(dtype)
         grad_q = torch.empty_like(q)
@@ -152,14 +169,17 @@ class _BlockLogSumExp(torch.autograd.Function):
         grad_s = torch.zeros((), dtype=dtype, device=q.device)
         for start in range(0, q.shape[0], ctx.chunk_size):
             stop = min(start + ctx.chunk_size, q.shape[0])
-            logits = _block_logits(q, k, s, exclude, start, stop, dtype)
-            # d lse_i / d logits_ij = softmax over the row (and the column for col lse).
+            recomputed = saved is None
+            logits = _block_logits(q, k, s, exclude, start, stop, dtype) if recomputed else saved
+            # d lse_i / d logits_ij = softmax of row i at j (of column j for the column lse)
             g = (logits - row[start:stop, None]).exp_().mul_(g_row[start:stop, None])
             if ctx.columns:
-                g.add_((logits - col[None, :]).exp_().mul_(g_col[None, :]))
+                # a recomputed block is ours to overwrite; a saved one may be needed again
+                p_col = logits.sub_(col) if recomputed else logits - col
+                g.add_(p_col.exp_().mul_(g_col))
             del logits
             q_blk = q[start:stop]
-            gk = (g.to(q.dtype) @ k).to(dtype)  # (c, D): d/d(scale*q) before the scale
+            gk = (g.to(q.dtype) @ k).to(dtype)  # (c, D): gradient w.r.t. scale * q_blk
             grad_q[start:stop] = gk * s
             grad_s += (gk * q_blk.to(dtype)).sum()
             grad_k += (g.T.to(q.dtype) @ q_blk).to(dtype) * s
@@ -171,6 +191,7 @@ class _BlockLogSumExp(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -179,19 +200,21 @@ def block_logsumexp(
     k: Tensor,
     scale: Tensor,
     *,
-    chunk_size: int,
+    chunk_size: int | None,
     exclude: Tensor | None = None,
     columns: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """Row (and optionally column) log-sum-exp of ``scale * q @ k.T`` without materialising it.
+    """Row (and optionally column) log-sum-exp of ``scale * q @ k.T``, differentiable.
 
-    Works on blocks of ``chunk_size`` rows of ``q`` against all of ``k``; the backward pass
-    recomputes each block, so memory is ``O(chunk_size * len(k))`` in both passes.
+    With ``chunk_size``, works on blocks of ``chunk_size`` rows of ``q`` against all of ``k``
+    and the backward pass recomputes each block, so memory is ``O(chunk_size * len(k))`` in
+    both passes and the full matrix never exists. With None, the whole matrix is computed once
+    and kept for backward (faster, ``O(M * N)`` memory).
 
     Args:
         q: ``(M, D)`` row features. k: ``(N, D)`` column features.
         scale: 0-d tensor multiplying the dot products (gradient supported).
-        chunk_size: rows per block.
+        chunk_size: rows per block, or None for a single kept block.
         exclude: ``(M,)`` long, a column index per row whose entry is left out (``-inf``),
             e.g. each row's own index in NT-Xent.
         columns: also return the log-sum-exp down each column (``(N,)``).
@@ -199,7 +222,8 @@ def block_logsumexp(
     Returns:
         ``(row_lse (M,), col_lse (N,) or None)``, in at least float32.
     """
-    row, col = _BlockLogSumExp.apply(q, k, scale, exclude, int(chunk_size), bool(columns))
+    keep = chunk_size is None
+    row, col = _BlockLogSumExp.apply(q, k, scale, exclude, chunk_size or 0, bool(columns), keep)
     return row, (col if columns else None)
 
 
@@ -337,18 +361,11 @@ def _cross_entropy_sum(
     q: Tensor,
     k: Tensor,
     scale: Tensor,
-    targets: Tensor,
     positives: Tensor,
     chunk_size: int | None,
     exclude: Tensor | None = None,
 ) -> Tensor:
-    """``sum_i -log softmax_j(scale q_i.k_j)[targets_i]``; ``positives`` = ``q_i.k_targets_i``
-    (the chunked path uses it instead of indexing the logits)."""
-    if chunk_size is None:
-        logits = (scale * q) @ k.T
-        if exclude is not None:
-            logits[torch.arange(q.shape[0], device=q.device), exclude] = -math.inf
-        return F.cross_entropy(logits, targets, reduction="sum")
+    """``sum_i -log softmax_j(scale q_i.k_j)[t_i]`` where ``positives[i] = q_i.k_{t_i}``."""
     row, _ = block_logsumexp(q, k, scale, chunk_size=chunk_size, exclude=exclude)
     return (row - scale * positives).sum()
 
@@ -393,22 +410,14 @@ class InfoNCELoss(ContrastiveLoss):
             return self._symmetric(a, b, self.scale()) * (weight / a.shape[0])
         gathered, sizes = self._gather({"a": a, "b": b})
         big_a, big_b = gathered["a"], gathered["b"]
-        start = sum(sizes[: cdist.rank()])
-        targets = torch.arange(start, start + n, device=a.device)
         scale = self._scale_for_rows()
         positives = (a * b).sum(-1)
-        part = _cross_entropy_sum(a, big_b, scale, targets, positives, self.chunk_size)
-        part = part + _cross_entropy_sum(b, big_a, scale, targets, positives, self.chunk_size)
+        part = _cross_entropy_sum(a, big_b, scale, positives, self.chunk_size)
+        part = part + _cross_entropy_sum(b, big_a, scale, positives, self.chunk_size)
         return self._finish(part * (weight / sum(sizes)))
 
     def _symmetric(self, a: Tensor, b: Tensor, scale: Tensor) -> Tensor:
-        """``CE(a->b) + CE(b->a)``, each summed over rows, computing ``a @ b.T`` once."""
-        if self.chunk_size is None:
-            logits = (scale * a) @ b.T  # (B, B)
-            labels = torch.arange(a.shape[0], device=a.device)
-            return F.cross_entropy(logits, labels, reduction="sum") + F.cross_entropy(
-                logits.T, labels, reduction="sum"
-            )
+        """``CE(a->b) + CE(b->a)``, each summed over rows, from one pass over ``a @ b.T``."""
         row, col = block_logsumexp(a, b, scale, chunk_size=self.chunk_size, columns=True)
         assert col is not None
         positives = scale * (a * b).sum(-1)
@@ -458,19 +467,17 @@ class NTXentLoss(ContrastiveLoss):
         columns = torch.cat([gathered["z1"], gathered["z2"]])  # (2N, D)
         own = torch.arange(start, start + n, device=z1.device)
         own = torch.cat([own, own + total])  # global index of each row
-        partner = torch.cat([own[n:], own[:n]])
         positives = (z1 * z2).sum(-1).repeat(2)
         scale = self._scale_for_rows()
-        part = _cross_entropy_sum(rows, columns, scale, partner, positives, self.chunk_size, own)
+        part = _cross_entropy_sum(rows, columns, scale, positives, self.chunk_size, own)
         return self._finish(part / (2 * total))
 
     def _all_anchors(self, z1: Tensor, z2: Tensor, scale: Tensor) -> Tensor:
         n = z1.shape[0]
         z = torch.cat([z1, z2])  # (2N, D)
         index = torch.arange(2 * n, device=z.device)
-        partner = (index + n) % (2 * n)
         positives = (z1 * z2).sum(-1).repeat(2)
-        loss = _cross_entropy_sum(z, z, scale, partner, positives, self.chunk_size, index)
+        loss = _cross_entropy_sum(z, z, scale, positives, self.chunk_size, index)
         return loss / (2 * n)
 
 

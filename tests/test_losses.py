@@ -182,7 +182,8 @@ def test_float32_chunked_equals_float32_full():
         assert_close_all(grads(v_chunk, [a, b]), grads(v_full, [a, b]))
 
 
-def test_block_logsumexp_gradcheck():
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_block_logsumexp_gradcheck(chunk_size):
     g = torch.Generator().manual_seed(4)
     q = torch.randn(5, 3, generator=g, dtype=F64, requires_grad=True)
     k = torch.randn(7, 3, generator=g, dtype=F64, requires_grad=True)
@@ -190,7 +191,7 @@ def test_block_logsumexp_gradcheck():
     exclude = torch.tensor([0, 2, 6, 1, 1])
 
     def f(q, k, s):
-        row, col = block_logsumexp(q, k, s, chunk_size=2, exclude=exclude, columns=True)
+        row, col = block_logsumexp(q, k, s, chunk_size=chunk_size, exclude=exclude, columns=True)
         return row, col
 
     assert torch.autograd.gradcheck(f, (q, k, s))
@@ -199,6 +200,21 @@ def test_block_logsumexp_gradcheck():
     logits = logits.index_put((torch.arange(5), exclude), torch.tensor(-math.inf, dtype=F64))
     torch.testing.assert_close(row, torch.logsumexp(logits, 1))
     torch.testing.assert_close(col, torch.logsumexp(logits, 0))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_backward_twice_with_retain_graph(chunk_size):
+    """The kept logits are not overwritten by a first backward pass."""
+    a, b = features(7)
+    value = InfoNCELoss(chunk_size=chunk_size).double()(a, b)
+    first = grads(value, [a, b])
+    value = InfoNCELoss(chunk_size=chunk_size).double()(a, b)
+    value.backward(retain_graph=True)
+    again = [a.grad.clone(), b.grad.clone()]
+    a.grad = b.grad = None
+    value.backward()
+    assert_close_all(again, first)
+    assert_close_all([a.grad, b.grad], first)
 
 
 def test_chunked_never_holds_full_logits(monkeypatch):

@@ -11,6 +11,7 @@ CORE_HOOK_MODULES: tuple[str, ...] = (
     "colearn_core._builtin",
     "colearn_core.losses",
     "colearn_core.hub.cli",
+    "colearn_core.scaffold",
 )
 
 

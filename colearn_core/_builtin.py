@@ -9,6 +9,7 @@ from .hookspecs import Register, hookimpl
 #: A core subsystem that registers something adds its module here.
 CORE_HOOK_MODULES: tuple[str, ...] = (
     "colearn_core._builtin",
+    "colearn_core.train.cli",
     "colearn_core.losses",
     "colearn_core.hub.cli",
     "colearn_core.scaffold",

@@ -1,7 +1,8 @@
 """A tiny but real plugin used by colearn's core tests (hub, trainer, plugin system).
 
 Registers the modality ``toy-vector``, the encoder ``toy-vector/mlp``, the method ``toy-clip``
-(two towers over vectors, symmetric InfoNCE) and the dataset builder ``toy-pairs``.
+(two towers over vectors, the core's symmetric InfoNCE), the task ``toy-retrieval`` and the
+dataset builder ``toy-pairs``.
 """
 
 from colearn_core import hookimpl
@@ -26,6 +27,13 @@ def register_methods(register):
     from .toy import ToyCLIP
 
     register("toy-clip", ToyCLIP)
+
+
+@hookimpl
+def register_tasks(register):
+    from .toy import ToyRetrieval
+
+    register("toy-retrieval", ToyRetrieval)
 
 
 @hookimpl

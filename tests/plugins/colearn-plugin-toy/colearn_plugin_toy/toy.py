@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from colearn_core import Encoder, EncoderOutput, Method, Modality, ModelOutput, registries
+from colearn_core import (
+    Encoder,
+    EncoderOutput,
+    Method,
+    Modality,
+    ModelOutput,
+    Task,
+    registries,
+)
 
 
 class VectorModality(Modality):
@@ -62,10 +71,13 @@ class MLPEncoder(Encoder):
 
 
 class ToyCLIP(Method):
-    """Two towers ``a`` and ``b`` over vectors, projected and trained with symmetric InfoNCE.
+    """Two towers ``a`` and ``b`` over vectors, projected and trained with the core's symmetric
+    InfoNCE (learnable temperature; global negatives across processes).
 
     Config: ``{"dim": 8, "width": 32, "embed_dim": 16, "init_temperature": 0.1,
-    "towers": ["a", "b"]}``.
+    "towers": ["a", "b"], "dropout": 0.0, "sleep": 0.0}``. ``dropout`` acts on the pooled
+    features (to test RNG handling); ``sleep`` seconds are spent in every ``embed`` call (to
+    make a test run slow enough to be killed mid-way).
     """
 
     contrastive = True
@@ -73,12 +85,16 @@ class ToyCLIP(Method):
     def __init__(
         self, config: Mapping[str, Any], *, modalities: Sequence[str] | None = None
     ) -> None:
+        from colearn_core.losses import InfoNCELoss
+
         defaults = {
             "dim": 8,
             "width": 32,
             "embed_dim": 16,
             "init_temperature": 0.1,
             "towers": ["a", "b"],
+            "dropout": 0.0,
+            "sleep": 0.0,
         }
         super().__init__({**defaults, **config})
         c = self.config
@@ -88,10 +104,17 @@ class ToyCLIP(Method):
             raise ValueError(f"toy-clip has no towers {sorted(unknown)}; it has {c['towers']}")
         enc = registries.encoders.get("toy-vector/mlp")
         self.encoders = nn.ModuleDict({t: enc(dim=c["dim"], width=c["width"]) for t in towers})
+        self.dropout = nn.Dropout(c["dropout"])
         self.projections = nn.ModuleDict(
             {t: nn.Linear(c["width"], c["embed_dim"], bias=False) for t in towers}
         )
-        self.logit_scale = nn.Parameter(torch.tensor(1.0 / c["init_temperature"]).log())
+        # ddp_scaled: the trainer averages gradients over processes, as DDP does.
+        self.loss = InfoNCELoss(
+            temperature=c["init_temperature"],
+            learnable_temperature=True,
+            normalize=False,  # embed() already normalises
+            ddp_scaled=True,
+        )
         self._modalities = {t: VectorModality(dim=c["dim"]) for t in towers}
 
     @classmethod
@@ -99,28 +122,53 @@ class ToyCLIP(Method):
         return cls(config, modalities=modalities)
 
     @property
+    def logit_scale(self) -> nn.Parameter:
+        """``log(1 / temperature)``, the loss's learnable parameter."""
+        return self.loss.logit_scale
+
+    @property
     def modalities(self) -> dict[str, Modality]:
         return dict(self._modalities)
 
     def embed(self, batch) -> dict[str, Tensor]:
+        if self.config["sleep"]:
+            time.sleep(self.config["sleep"])
         out = {}
         for tower, encoder in self.encoders.items():
             if tower in batch:
-                pooled = encoder(batch[tower]).pooled  # (B, width)
+                pooled = self.dropout(encoder(batch[tower]).pooled)  # (B, width)
                 out[tower] = F.normalize(self.projections[tower](pooled), dim=-1)  # (B, E)
         return out
 
     def losses_from_embeddings(self, embeddings, batch=None) -> dict[str, Tensor]:
-        a, b = embeddings["a"], embeddings["b"]
-        logits = self.logit_scale.exp().clamp(max=100) * a @ b.T  # (B, B)
-        target = torch.arange(a.shape[0], device=a.device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        return {"contrastive": loss}
+        return {"contrastive": self.loss(embeddings["a"], embeddings["b"])}
 
     def forward(self, batch) -> ModelOutput:
         embeddings = self.embed(batch)
         losses = self.losses_from_embeddings(embeddings) if len(embeddings) == 2 else {}
         return ModelOutput(embeddings=embeddings, losses=losses)
+
+
+class ToyRetrieval(Task):
+    """Recall@1 from tower ``query`` to tower ``target`` over the evaluation batches: the
+    fraction of examples whose nearest ``target`` embedding is their own pair."""
+
+    name = "toy-retrieval"
+
+    def __init__(self, query: str = "a", target: str = "b", **config: Any) -> None:
+        super().__init__(query=query, target=target, **config)
+        self.query, self.target = query, target
+
+    def evaluate(self, model: Method, data: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+        queries, targets = [], []
+        with torch.no_grad():
+            for batch in data:
+                embeddings = model.embed(batch)
+                queries.append(embeddings[self.query].float())
+                targets.append(embeddings[self.target].float())
+        q, t = torch.cat(queries), torch.cat(targets)  # (N, E) each
+        hits = (q @ t.T).argmax(dim=1) == torch.arange(q.shape[0], device=q.device)
+        return {"recall@1": hits.float().mean().item(), "n": float(q.shape[0])}
 
 
 def build_toy_pairs(n: int = 256, dim: int = 8, seed: int = 0, noise: float = 0.1, **_: Any):

@@ -233,3 +233,28 @@ def test_save_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path, make_mod
     with pytest.raises(colearn_core.ConfigError, match="does not look like a colearn model"):
         save_pretrained(make_model(), tmp_path / "notes")
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+
+
+def test_modality_assets_travel_with_the_model(hub, make_model, monkeypatch):
+    model = make_model()
+    vocab = '{"version": "1.0", "vocab": ["a", "b"]}'
+    monkeypatch.setattr(
+        model, "save_assets", lambda folder: (folder / "tokenizer.json").write_text(vocab)
+    )
+    model.push_to_hub("tester/toy")
+    assert (
+        hub.repos["tester/toy"]
+        .commits[hub.repos["tester/toy"].branches["main"]]
+        .files["tokenizer.json"]
+        == vocab.encode()
+    )
+
+    seen = {}
+
+    def load_assets(self, folder):
+        seen["tokenizer"] = (folder / "tokenizer.json").read_text()
+        seen["weights_loaded"] = torch.equal(self.logit_scale, model.logit_scale)
+
+    monkeypatch.setattr(type(model), "load_assets", load_assets)
+    from_hub("tester/toy")
+    assert seen == {"tokenizer": vocab, "weights_loaded": False}  # assets come before weights

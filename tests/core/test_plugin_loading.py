@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import run_colearn
+from core_cli_helpers import run_colearn
 
 
 def report(result) -> dict[str, dict]:

@@ -163,9 +163,11 @@ def fbank(
     if use_energy and not raw_energy:
         energy = log_energy(frames)
 
-    spectrum = torch.fft.rfft(frames, n=padded).abs()  # (..., m, padded // 2 + 1)
-    if use_power:
-        spectrum = spectrum.square()
+    # explicit zero padding and re^2 + im^2 are both ~2x faster than rfft(n=...) and .abs()
+    spectrum = torch.fft.rfft(F.pad(frames, (0, padded - window_size)))  # (..., m, padded/2+1)
+    spectrum = spectrum.real.square() + spectrum.imag.square()
+    if not use_power:
+        spectrum = spectrum.sqrt()
     banks = mel_banks(num_mel_bins, padded, float(sample_frequency), float(low_freq), high_freq)
     mel = spectrum @ banks.to(device=spectrum.device, dtype=dtype).T  # (..., m, bins)
     if use_log_fbank:

@@ -121,6 +121,13 @@ def _set_rng_state(state: Mapping[str, torch.Tensor], device: torch.device) -> N
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _has_accelerator() -> bool:
+    """A GPU (or another torch accelerator) is usable."""
+    if hasattr(torch, "accelerator"):  # torch >= 2.6
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     """Nested config -> ``{"a.b": scalar}`` (what trackers accept as hyper-parameters)."""
     if isinstance(value, Mapping):
@@ -202,8 +209,8 @@ class Trainer:
         output_dir: str | Path | None = None,
         resume: str | Path | None = None,
     ) -> None:
-        from accelerate import Accelerator, PartialState
-        from accelerate.utils import DataLoaderConfiguration, set_seed
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
 
         from ..registry import registries
 
@@ -214,8 +221,12 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.resume = resume
 
+        # Decide CPU before anything touches accelerate's process state: on a machine without
+        # accelerators, processes started by torchrun / `accelerate launch --multi_gpu` then
+        # join one gloo group (multi-CPU) instead of each training alone.
+        cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not _has_accelerator()
         mixed = t.mixed_precision
-        if PartialState().device.type == "cpu" and mixed != "no":
+        if cpu and mixed != "no":
             warnings.warn(
                 f"trainer.mixed_precision={mixed} is not used on CPU (too slow there); "
                 "training in fp32",
@@ -224,6 +235,7 @@ class Trainer:
             mixed = "no"
         trackers = _resolve_trackers(t.trackers)
         self.accelerator = acc = Accelerator(
+            cpu=cpu,
             mixed_precision=mixed,
             log_with=trackers or None,
             project_dir=str(self.run_dir),

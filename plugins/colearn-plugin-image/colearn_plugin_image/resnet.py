@@ -106,7 +106,7 @@ class ResNetEncoder(Encoder):
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:
-        return {"arch": "resnet18", "layers": [1, 1, 1, 1], "small_stem": True, "image_size": 16}
+        return {"arch": "resnet18", "layers": [1, 1, 1, 1], "small_stem": True, "image_size": 8}
 
     def example_inputs(
         self, batch_size: int, generator: torch.Generator | None = None

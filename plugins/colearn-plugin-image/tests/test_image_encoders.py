@@ -55,11 +55,22 @@ def test_vit_variants_pass_the_contract(config) -> None:
     assert out.tokens.shape[1] == grid[0] * grid[1] + encoder.trunk.num_prefix_tokens
 
 
-def test_resnet_variants_pass_the_contract() -> None:
-    check_encoder(ResNetEncoder, {"arch": "resnet50", "layers": [1, 1, 1, 1], "image_size": 8})
+def test_resnet_variants() -> None:
     check_encoder(
-        ResNetEncoder, {"arch": "resnet18", "layers": [1, 1, 1, 1], "in_chans": 1, "output_dim": 8}
+        ResNetEncoder,
+        {
+            "arch": "resnet18",
+            "layers": [1, 1, 1, 1],
+            "in_chans": 1,
+            "output_dim": 8,
+            "image_size": 8,
+        },
     )
+    bottleneck = ResNetEncoder(arch="resnet50", layers=[1, 1, 1, 1])
+    out = bottleneck({"pixels": torch.randn(2, 3, 16, 16)})
+    assert bottleneck.width == 2048 and out.tokens.shape == (2, 1, 2048)
+    out.pooled.sum().backward()
+    assert bottleneck.stem[0].weight.grad is not None
 
 
 def test_vit_b16_has_85_8m_parameters() -> None:

@@ -17,9 +17,11 @@ Every measurement runs in a fresh subprocess. The first call is a warm-up whose 
 is recorded: on CPU the rise of the process's peak resident set (``VmHWM``, reset through
 ``/proc/self/clear_refs`` once the inputs exist) above the resident set before the call; on
 CUDA ``torch.cuda.max_memory_allocated`` above the memory allocated before. Then ``--repeats``
-timed calls; the median is reported. An unchunked loss whose logits would not fit in the
-memory available (``--memory-factor`` x the logits' size) is skipped rather than run into
-the out-of-memory killer.
+timed calls; the median is reported as ``time_s``: on CPU the process's CPU time (one torch
+thread by default, so that other load on a shared machine does not count; wall times are
+listed too), on CUDA wall time after synchronising. An unchunked loss whose logits would not
+fit in the memory available (``--memory-factor`` x the logits' size) is skipped rather than
+run into the out-of-memory killer.
 """
 
 from __future__ import annotations
@@ -119,6 +121,14 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         return float(loss)
 
     cuda = device.startswith("cuda")
+
+    def timed() -> tuple[float, float, float]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        value = step()
+        if cuda:
+            torch.cuda.synchronize()
+        return value, time.process_time() - cpu, time.perf_counter() - wall
+
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -127,23 +137,23 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         before = _rss_bytes()
         reset_ok = _reset_peak()
-    start = time.perf_counter()
-    value = step()
-    if cuda:
-        torch.cuda.synchronize()
-    first = time.perf_counter() - start
+    value, warm_cpu, warm_wall = timed()
     peak = (torch.cuda.max_memory_allocated() if cuda else _peak_bytes(reset_ok)) - before
-    times = []
-    for _ in range(spec["repeats"]):
-        start = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+    cpu_times, wall_times = [warm_cpu], [warm_wall]
+    if spec["repeats"] > 0:
+        cpu_times, wall_times = [], []
+        for _ in range(spec["repeats"]):
+            _, cpu, wall = timed()
+            cpu_times.append(cpu)
+            wall_times.append(wall)
+    # One CPU thread on a shared machine: the process's CPU time is the stable measure (wall
+    # time includes waiting for the core). On CUDA only wall time means anything.
+    main_times = wall_times if cuda else cpu_times
     return {
-        "time_s": round(statistics.median(times), 4) if times else round(first, 4),
-        "times_s": [round(t, 4) for t in times],
-        "warmup_s": round(first, 4),
+        "time_s": round(statistics.median(main_times), 4),
+        "time_kind": "wall" if cuda else "process cpu",
+        "cpu_s": [round(t, 4) for t in cpu_times],
+        "wall_s": [round(t, 4) for t in wall_times],
         "peak_mb": round(peak / 2**20, 1),
         "peak_method": "cuda.max_memory_allocated"
         if cuda

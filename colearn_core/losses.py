@@ -545,10 +545,11 @@ class SigLIPLoss(ContrastiveLoss):
         pairs are ``(pos_q_i, pos_k_i)``."""
         # -log sigmoid(x) = softplus(-x) = softplus(x) - x: softplus on every pair, then
         # subtract the positives' logits, so no sign matrix is needed.
-        positives = (scale * (pos_q * pos_k).sum(-1) + bias).sum()
+        dtype = torch.promote_types(q.dtype, torch.float32)  # B^2 terms: sum in >= float32
+        positives = (scale * (pos_q * pos_k).sum(-1).to(dtype) + bias).sum()
         if self.chunk_size is None:
-            return F.softplus((scale * q) @ k.T + bias).sum() - positives
-        total = q.new_zeros(())
+            return _softplus_block(q, k, scale, bias) - positives
+        total = torch.zeros((), dtype=dtype, device=q.device)
         for start in range(0, q.shape[0], self.chunk_size):
             block = q[start : start + self.chunk_size]
             # checkpoint: keep only the block's inputs, recompute its logits in backward.
@@ -557,7 +558,9 @@ class SigLIPLoss(ContrastiveLoss):
 
 
 def _softplus_block(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
-    return F.softplus((scale * q) @ k.T + bias).sum()
+    """``sum softplus(scale * q @ k.T + bias)``, in at least float32."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    return F.softplus(((scale * q) @ k.T).to(dtype) + bias).sum()
 
 
 @hookimpl

@@ -12,20 +12,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-from colearn_plugin_depth.vit import TRUNK_KEYS, PatchTransformer, resolve_config
+from colearn_plugin_depth.vit import TRUNK_KEYS, ImageBindTrunk, pool_tokens, resolve_config
 from torch import Tensor
 
 from colearn_core import Encoder, EncoderOutput
 
 __all__ = ["AudioAST"]
 
-_COMMON = {
-    "num_mel_bins": 128,
-    "target_length": 204,
-    "patch_size": 16,
-    "patch_stride": 10,
-    "add_bias_kv": True,
-}
+_COMMON = {"num_mel_bins": 128, "target_length": 204, "patch_size": 16, "patch_stride": 10}
 
 
 class AudioAST(Encoder):
@@ -33,8 +27,9 @@ class AudioAST(Encoder):
 
     Config: ``size`` — ``tiny`` (192 wide, 12 deep, 3 heads), ``base`` (768, 12, 12) or
     ``imagebind-huge`` (ImageBind-huge's audio trunk: 768, 12, 12, stochastic depth 0.1) —
-    plus ``num_mel_bins`` and ``target_length`` (the spectrogram size, default 128 x 204) and any
-    :class:`~colearn_plugin_depth.vit.PatchTransformer` argument except ``image_size``.
+    plus ``num_mel_bins`` and ``target_length`` (the spectrogram size, default 128 x 204),
+    ``pool`` (``"cls"`` or ``"mean"``) and any :class:`~colearn_plugin_depth.vit.ImageBindTrunk`
+    argument in ``TRUNK_KEYS`` except ``image_size``.
     Output: tokens ``(B, clips * (1 + patches), D)``, pooled ``(B, D)`` (mean over clips).
     """
 
@@ -54,7 +49,8 @@ class AudioAST(Encoder):
         super().__init__(**config)
         resolved = resolve_config("audio/ast", self.PRESETS, config, self.KEYS)
         size = (resolved.pop("num_mel_bins"), resolved.pop("target_length"))
-        self.trunk = PatchTransformer(in_chans=1, image_size=size, **resolved)
+        self.pool = resolved.pop("pool")
+        self.trunk = ImageBindTrunk(in_chans=1, image_size=size, **resolved)
         self.width = self.trunk.width
 
     def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
@@ -72,7 +68,8 @@ class AudioAST(Encoder):
                 f"audio/ast expects fbank (B, clips, 1, bins, frames), got {tuple(x.shape)}"
             )
         b, clips = x.shape[:2]
-        tokens, pooled = self.trunk(x.flatten(0, 1))  # (B * clips, T, D), (B * clips, D)
+        tokens = self.trunk(x.flatten(0, 1))  # (B * clips, T, D)
+        pooled = pool_tokens(tokens, self.pool)  # (B * clips, D)
         tokens = tokens.unflatten(0, (b, clips)).flatten(1, 2)  # (B, clips * T, D)
         pooled = pooled.unflatten(0, (b, clips)).mean(dim=1)  # (B, D)
         return EncoderOutput(tokens=tokens, pooled=pooled)

@@ -44,8 +44,8 @@ def test_input_errors():
         encoder({"audio": torch.randn(1, 1, 32, 46)})
     with pytest.raises(ValueError, match=r"\(B, clips, 1, bins, frames\)"):
         encoder({"fbank": torch.randn(32, 46)})
-    with pytest.raises(ValueError, match=r"expected input of shape \(B, 1, 32, 46\)"):
-        encoder({"fbank": torch.randn(1, 1, 1, 128, 204)})
+    with pytest.raises(ValueError, match=r"expected pixels of shape \(B, 1, H, W\)"):
+        encoder({"fbank": torch.randn(1, 1, 2, 32, 46)})
     with pytest.raises(ConfigError, match="unknown config key.*image_size"):
         AudioAST(image_size=224)
 
@@ -68,14 +68,14 @@ def test_imagebind_huge_audio_trunk_size(capsys):
     with capsys.disabled():
         print(
             f"\nImageBind-huge audio trunk: width {trunk.width}, depth {blocks}, heads {heads}, "
-            f"kernel {tuple(trunk.patch_embed.kernel_size)} stride "
-            f"{tuple(trunk.patch_embed.stride)} over {trunk.image_size}, "
-            f"{trunk.num_patches} patches, {params / 1e6:.2f}M parameters"
+            f"kernel {trunk.patch_embed.patch_size} stride "
+            f"{trunk.patch_embed.stride} over {trunk.image_size}, "
+            f"{trunk.grid[0] * trunk.grid[1]} patches, {params / 1e6:.2f}M parameters"
         )
     # ImageBind (Girdhar et al., 2023), audio encoder: ViT-B sized (768 wide, 12 layers,
     # 12 heads) over 128 x 204 log-mel spectrograms, 16 x 16 patches with stride 10, drop path 0.1
     assert (trunk.width, blocks, heads) == (768, 12, 12)
     assert trunk.image_size == (128, 204) and trunk.grid == (12, 19)
-    assert tuple(trunk.patch_embed.stride) == (10, 10)
+    assert trunk.patch_embed.stride == (10, 10)
     assert trunk.blocks[-1].drop_path.p == pytest.approx(0.1)
     assert params == _trunk_parameters(768, 12, 228)

@@ -1,9 +1,9 @@
 """colearn depth plugin: the ``depth`` modality and the ``depth/vit`` encoder.
 
-It also holds what the single-channel modalities share: :mod:`.vit` (a general ViT trunk with
-any channel count, image size and patch kernel/stride, used by ``thermal/vit`` and ``audio/ast``)
-and :mod:`.single_channel` (decoding and resizing of single-channel maps). Heavy modules are
-imported inside the hooks, so importing this package registers names only.
+It also holds what the single-channel modalities share: :mod:`.vit` (ImageBind's modality trunk
+on colearn-plugin-image's ViT, used by ``thermal/vit`` and ``audio/ast``) and
+:mod:`.single_channel` (decoding and resizing of single-channel maps, ``SampleError``).
+Heavy modules are imported inside the hooks, so importing this package registers names only.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ from torch import Tensor
 
 from colearn_core import ConfigError, Modality
 
-from .single_channel import SampleError, check_config, load_array, resize_map
-from .vit import pair
+from .single_channel import SampleError, check_config, load_array, pair, resize_map
 
 __all__ = ["DepthModality", "depth_to_disparity", "disparity_to_depth"]
 

@@ -25,6 +25,7 @@ __all__ = [
     "SampleError",
     "check_config",
     "load_array",
+    "pair",
     "resize_map",
     "to_luminance",
 ]
@@ -43,6 +44,19 @@ class SampleError(ColearnError, ValueError):
         self.index = index
         where = f"modality {modality!r}" + ("" if index is None else f", example {index}")
         super().__init__(f"{where}: {message}")
+
+
+def pair(value: Any, name: str = "size") -> tuple[int, int]:
+    """``7 -> (7, 7)``; ``(4, 6) -> (4, 6)``; anything but positive ints is a ConfigError."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        out = (value[0], value[1])
+    else:
+        raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in out):
+        raise ConfigError(f"{name} must hold positive ints, got {value!r}")
+    return out
 
 
 def check_config(

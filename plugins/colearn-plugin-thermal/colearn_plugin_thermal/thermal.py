@@ -10,10 +10,11 @@ from colearn_plugin_depth.single_channel import (
     SampleError,
     check_config,
     load_array,
+    pair,
     resize_map,
     to_luminance,
 )
-from colearn_plugin_depth.vit import SingleChannelViT, pair, vit_presets
+from colearn_plugin_depth.vit import SingleChannelViT, vit_presets
 from torch import Tensor
 
 from colearn_core import ConfigError, Modality

@@ -131,10 +131,10 @@ def test_imagebind_huge_thermal_trunk_size(capsys):
     with capsys.disabled():
         print(
             f"\nImageBind-huge thermal trunk: width {trunk.width}, depth {blocks}, heads {heads}, "
-            f"patch {tuple(trunk.patch_embed.kernel_size)}, image {trunk.image_size}, "
+            f"patch {trunk.patch_embed.patch_size}, image {trunk.image_size}, "
             f"{params / 1e6:.2f}M parameters"
         )
     # ImageBind (Girdhar et al., 2023), thermal encoder: ViT-B sized, width 768, 12 layers, 12 heads
     assert (trunk.width, blocks, heads) == (768, 12, 12)
-    assert tuple(trunk.patch_embed.kernel_size) == (16, 16) and trunk.num_patches == 196
+    assert trunk.patch_embed.patch_size == (16, 16) and trunk.grid[0] * trunk.grid[1] == 196
     assert params == _trunk_parameters(768, 12, 196)

@@ -34,7 +34,6 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from . import distributed as cdist
 from .errors import ColearnError, ConfigError
@@ -549,18 +548,61 @@ class SigLIPLoss(ContrastiveLoss):
         positives = (scale * (pos_q * pos_k).sum(-1).to(dtype) + bias).sum()
         if self.chunk_size is None:
             return _softplus_block(q, k, scale, bias) - positives
-        total = torch.zeros((), dtype=dtype, device=q.device)
-        for start in range(0, q.shape[0], self.chunk_size):
-            block = q[start : start + self.chunk_size]
-            # checkpoint: keep only the block's inputs, recompute its logits in backward.
-            total = total + checkpoint(_softplus_block, block, k, scale, bias, use_reentrant=False)
-        return total - positives
+        return _BlockSoftplusSum.apply(q, k, scale, bias, self.chunk_size) - positives
 
 
 def _softplus_block(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
     """``sum softplus(scale * q @ k.T + bias)``, in at least float32."""
     dtype = torch.promote_types(q.dtype, torch.float32)
     return F.softplus(((scale * q) @ k.T).to(dtype) + bias).sum()
+
+
+class _BlockSoftplusSum(torch.autograd.Function):
+    """``sum softplus(scale * q @ k.T + bias)`` in row blocks; backward recomputes each block.
+
+    (A hand-written function rather than ``torch.utils.checkpoint``, whose first use imports
+    ``torch._dynamo``: seconds of start-up for every process.)
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, scale, bias, chunk_size):  # type: ignore[override]
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        s, b = scale.detach().to(dtype), bias.detach().to(dtype)
+        total = torch.zeros((), dtype=dtype, device=q.device)
+        for start in range(0, q.shape[0], chunk_size):
+            stop = min(start + chunk_size, q.shape[0])
+            total += F.softplus(_block_logits(q, k, s, None, start, stop, dtype).add_(b)).sum()
+        ctx.save_for_backward(q, k, scale, bias)
+        ctx.chunk_size = chunk_size
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        q, k, scale, bias = ctx.saved_tensors
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        s, b = scale.detach().to(dtype), bias.detach().to(dtype)
+        grad_q = torch.empty_like(q)
+        grad_k = torch.zeros_like(k, dtype=dtype)
+        grad_s = torch.zeros((), dtype=dtype, device=q.device)
+        grad_b = torch.zeros((), dtype=dtype, device=q.device)
+        for start in range(0, q.shape[0], ctx.chunk_size):
+            stop = min(start + ctx.chunk_size, q.shape[0])
+            # d softplus(x) / dx = sigmoid(x)
+            g = _block_logits(q, k, s, None, start, stop, dtype).add_(b).sigmoid_().mul_(grad)
+            q_blk = q[start:stop]
+            gk = (g.to(q.dtype) @ k).to(dtype)
+            grad_q[start:stop] = gk * s
+            grad_s += (gk * q_blk.to(dtype)).sum()
+            grad_b += g.sum()
+            grad_k += (g.T.to(q.dtype) @ q_blk).to(dtype) * s
+            del g
+        return (
+            grad_q,
+            grad_k.to(k.dtype),
+            grad_s.to(scale.dtype) if ctx.needs_input_grad[2] else None,
+            grad_b.to(bias.dtype) if ctx.needs_input_grad[3] else None,
+            None,
+        )
 
 
 @hookimpl

@@ -274,16 +274,16 @@ class SimCLRAugment:
         elif "flip" in self.ops:
             x = torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
         else:
-            x = x.clone()
+            x = x.clone()  # the ops below write into x in place
         if "jitter" in self.ops:
             x = self._jitter(x, jitter_on, factors, order)
         if "grayscale" in self.ops and C == 3 and gray_on.any():
             idx = gray_on.nonzero().squeeze(1)
-            x = x.index_copy(0, idx, rgb_to_grayscale(x.index_select(0, idx)).expand(-1, 3, H, W))
+            x.index_copy_(0, idx, rgb_to_grayscale(x.index_select(0, idx)).expand(-1, 3, H, W))
         if "blur" in self.ops and blur_on.any():
             idx = blur_on.nonzero().squeeze(1)
             blurred = gaussian_blur(x.index_select(0, idx), sigma[idx], self.kernel_size(H, W))
-            x = x.index_copy(0, idx, blurred)
+            x.index_copy_(0, idx, blurred)
         return x
 
     def _jitter(self, x: Tensor, on: Tensor, factors: Tensor, order: Tensor) -> Tensor:

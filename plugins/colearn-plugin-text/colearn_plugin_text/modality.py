@@ -152,8 +152,10 @@ class TextModality(Modality):
 
     def preprocess(self, sample: Any, *, index: int | None = None) -> dict[str, Tensor]:
         """One sample -> ``(context_length,)`` tensors."""
-        batch = self.tokenize([sample], first_index=index)
-        return {key: value[0] for key, value in batch.items()}
+        out = self.tokenizer.encode(self._check(sample, index))
+        keys = ("input_ids", "attention_mask")
+        keys += ("token_type_ids",) if self.config["style"] == "bert" else ()
+        return {key: torch.tensor(out[key], dtype=torch.long) for key in keys}
 
     def decode(self, ids: Sequence[int] | Tensor, *, skip_special_tokens: bool = True) -> str:
         """Token ids back to text."""

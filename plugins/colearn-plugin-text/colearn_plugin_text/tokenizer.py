@@ -243,6 +243,18 @@ class TextTokenizer:
     def _word_suffix(self) -> str | None:
         return getattr(self.tokenizer.model, "end_of_word_suffix", None)
 
+    def encode(self, text: str | tuple[str, str]) -> dict[str, list[int]]:
+        """One text (or pair) -> ``input_ids``, ``attention_mask``, ``token_type_ids``.
+
+        Unlike :meth:`encode_batch` this uses no thread pool, so DataLoader workers forked
+        after it stay quiet and safe."""
+        e = self.tokenizer.encode(*text) if isinstance(text, tuple) else self.tokenizer.encode(text)
+        return {
+            "input_ids": e.ids,
+            "attention_mask": e.attention_mask,
+            "token_type_ids": e.type_ids,
+        }
+
     def encode_batch(self, texts: Sequence[str | tuple[str, str]]) -> dict[str, list[list[int]]]:
         """Texts (or text pairs) -> ``input_ids``, ``attention_mask``, ``token_type_ids``,
         each padded/truncated to ``context_length``."""

@@ -113,13 +113,25 @@ def _check_finite(name: str, x: Tensor, sizes: list[int]) -> None:
 # --------------------------------------------------------------------------- chunked kernel
 
 
+def _dtypes(q: Tensor, k: Tensor) -> tuple[torch.dtype, torch.dtype]:
+    """(matmul dtype, logits dtype). Under autocast the matmuls use autocast's dtype, as
+    plain autograd would, in forward *and* backward; logits are at least float32."""
+    device = q.device.type
+    if torch.is_autocast_enabled(device):
+        mm = torch.get_autocast_dtype(device)
+    else:
+        mm = torch.promote_types(q.dtype, k.dtype)
+    return mm, torch.promote_types(mm, torch.float32)
+
+
 def _block_logits(
     q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None, start: int, stop: int, dtype
 ) -> Tensor:
-    """``scale * q[start:stop] @ k.T`` in ``dtype`` (at least float32), excluded entries -inf."""
+    """``scale * q[start:stop] @ k.T`` in ``dtype``, excluded entries -inf; ``q`` and ``k``
+    already in the matmul dtype."""
     if q.dtype == dtype:  # scaling the (c, D) rows is cheaper than the (c, N) logits
         logits = (q[start:stop] * scale) @ k.T
-    else:  # half precision: scale after the upcast, not in the low-precision matmul
+    else:  # low precision: scale after the upcast, not in the low-precision matmul
         logits = (q[start:stop] @ k.T).to(dtype).mul_(scale)
     if exclude is not None:
         rows = torch.arange(stop - start, device=logits.device)
@@ -139,50 +151,58 @@ class _BlockLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, scale, exclude, chunk_size, columns, keep):  # type: ignore[override]
-        dtype = torch.promote_types(q.dtype, torch.float32)
-        s = scale.detach().to(dtype)
-        if keep:
-            chunk_size = max(q.shape[0], 1)
-        row = torch.empty(q.shape[0], dtype=dtype, device=q.device)
-        col = torch.full((k.shape[0] if columns else 0,), -math.inf, dtype=dtype, device=q.device)
-        logits = None
-        for start in range(0, q.shape[0], chunk_size):
-            stop = min(start + chunk_size, q.shape[0])
-            logits = _block_logits(q, k, s, exclude, start, stop, dtype)  # (c, N)
-            row[start:stop] = torch.logsumexp(logits, dim=1)
-            if columns:
-                col = torch.logaddexp(col, torch.logsumexp(logits, dim=0))
-            if not keep:
-                logits = None
+        mm, dtype = _dtypes(q, k)
+        with torch.autocast(q.device.type, enabled=False):
+            q_mm, k_mm = q.to(mm), k.to(mm)
+            s = scale.detach().to(dtype)
+            if keep:
+                chunk_size = max(q.shape[0], 1)
+            row = torch.empty(q.shape[0], dtype=dtype, device=q.device)
+            col = torch.full(
+                (k.shape[0] if columns else 0,), -math.inf, dtype=dtype, device=q.device
+            )
+            logits = None
+            for start in range(0, q.shape[0], chunk_size):
+                stop = min(start + chunk_size, q.shape[0])
+                logits = _block_logits(q_mm, k_mm, s, exclude, start, stop, dtype)  # (c, N)
+                row[start:stop] = torch.logsumexp(logits, dim=1)
+                if columns:
+                    col = torch.logaddexp(col, torch.logsumexp(logits, dim=0))
+                if not keep:
+                    logits = None
         ctx.save_for_backward(q, k, scale, exclude, row, col, logits)
-        ctx.chunk_size, ctx.columns = chunk_size, columns
+        ctx.chunk_size, ctx.columns, ctx.mm = chunk_size, columns, mm
         return row, col
 
     @staticmethod
     def backward(ctx, g_row, g_col):  # type: ignore[override]
         q, k, scale, exclude, row, col, saved = ctx.saved_tensors
-        dtype = row.dtype
-        s = scale.detach().to(dtype)
-        grad_q = torch.empty_like(q)
-        grad_k = torch.zeros_like(k, dtype=dtype)
-        grad_s = torch.zeros((), dtype=dtype, device=q.device)
-        for start in range(0, q.shape[0], ctx.chunk_size):
-            stop = min(start + ctx.chunk_size, q.shape[0])
-            recomputed = saved is None
-            logits = _block_logits(q, k, s, exclude, start, stop, dtype) if recomputed else saved
-            # d lse_i / d logits_ij = softmax of row i at j (of column j for the column lse)
-            g = (logits - row[start:stop, None]).exp_().mul_(g_row[start:stop, None])
-            if ctx.columns:
-                # a recomputed block is ours to overwrite; a saved one may be needed again
-                p_col = logits.sub_(col) if recomputed else logits - col
-                g.add_(p_col.exp_().mul_(g_col))
-            del logits
-            q_blk = q[start:stop]
-            gk = (g.to(q.dtype) @ k).to(dtype)  # (c, D): gradient w.r.t. scale * q_blk
-            grad_q[start:stop] = gk * s
-            grad_s += (gk * q_blk.to(dtype)).sum()
-            grad_k += (g.T.to(q.dtype) @ q_blk).to(dtype) * s
-            del g
+        mm, dtype = ctx.mm, row.dtype
+        with torch.autocast(q.device.type, enabled=False):
+            q_mm, k_mm = q.to(mm), k.to(mm)
+            s = scale.detach().to(dtype)
+            grad_q = torch.empty_like(q)
+            grad_k = torch.zeros_like(k, dtype=dtype)
+            grad_s = torch.zeros((), dtype=dtype, device=q.device)
+            for start in range(0, q.shape[0], ctx.chunk_size):
+                stop = min(start + ctx.chunk_size, q.shape[0])
+                recomputed = saved is None
+                if recomputed:
+                    logits = _block_logits(q_mm, k_mm, s, exclude, start, stop, dtype)
+                else:
+                    logits = saved
+                # d lse_i / d logits_ij = softmax of row i at j (of column j for the column lse)
+                g = (logits - row[start:stop, None]).exp_().mul_(g_row[start:stop, None])
+                if ctx.columns:
+                    # a recomputed block is ours to overwrite; a saved one may be needed again
+                    p_col = logits.sub_(col) if recomputed else logits - col
+                    g.add_(p_col.exp_().mul_(g_col))
+                del logits
+                gk = (g.to(mm) @ k_mm).to(dtype)  # (c, D): gradient w.r.t. scale * q_blk
+                grad_q[start:stop] = gk * s
+                grad_s += (gk * q[start:stop].to(dtype)).sum()
+                grad_k += (g.T.to(mm) @ q_mm[start:stop]).to(dtype) * s
+                del g
         return (
             grad_q,
             grad_k.to(k.dtype),
@@ -566,36 +586,41 @@ class _BlockSoftplusSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, scale, bias, chunk_size):  # type: ignore[override]
-        dtype = torch.promote_types(q.dtype, torch.float32)
-        s, b = scale.detach().to(dtype), bias.detach().to(dtype)
-        total = torch.zeros((), dtype=dtype, device=q.device)
-        for start in range(0, q.shape[0], chunk_size):
-            stop = min(start + chunk_size, q.shape[0])
-            total += F.softplus(_block_logits(q, k, s, None, start, stop, dtype).add_(b)).sum()
+        mm, dtype = _dtypes(q, k)
+        with torch.autocast(q.device.type, enabled=False):
+            q_mm, k_mm = q.to(mm), k.to(mm)
+            s, b = scale.detach().to(dtype), bias.detach().to(dtype)
+            total = torch.zeros((), dtype=dtype, device=q.device)
+            for start in range(0, q.shape[0], chunk_size):
+                stop = min(start + chunk_size, q.shape[0])
+                logits = _block_logits(q_mm, k_mm, s, None, start, stop, dtype)
+                total += F.softplus(logits.add_(b)).sum()
         ctx.save_for_backward(q, k, scale, bias)
-        ctx.chunk_size = chunk_size
+        ctx.chunk_size, ctx.mm = chunk_size, mm
         return total
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         q, k, scale, bias = ctx.saved_tensors
-        dtype = torch.promote_types(q.dtype, torch.float32)
-        s, b = scale.detach().to(dtype), bias.detach().to(dtype)
-        grad_q = torch.empty_like(q)
-        grad_k = torch.zeros_like(k, dtype=dtype)
-        grad_s = torch.zeros((), dtype=dtype, device=q.device)
-        grad_b = torch.zeros((), dtype=dtype, device=q.device)
-        for start in range(0, q.shape[0], ctx.chunk_size):
-            stop = min(start + ctx.chunk_size, q.shape[0])
-            # d softplus(x) / dx = sigmoid(x)
-            g = _block_logits(q, k, s, None, start, stop, dtype).add_(b).sigmoid_().mul_(grad)
-            q_blk = q[start:stop]
-            gk = (g.to(q.dtype) @ k).to(dtype)
-            grad_q[start:stop] = gk * s
-            grad_s += (gk * q_blk.to(dtype)).sum()
-            grad_b += g.sum()
-            grad_k += (g.T.to(q.dtype) @ q_blk).to(dtype) * s
-            del g
+        mm = ctx.mm
+        dtype = torch.promote_types(mm, torch.float32)
+        with torch.autocast(q.device.type, enabled=False):
+            q_mm, k_mm = q.to(mm), k.to(mm)
+            s, b = scale.detach().to(dtype), bias.detach().to(dtype)
+            grad_q = torch.empty_like(q)
+            grad_k = torch.zeros_like(k, dtype=dtype)
+            grad_s = torch.zeros((), dtype=dtype, device=q.device)
+            grad_b = torch.zeros((), dtype=dtype, device=q.device)
+            for start in range(0, q.shape[0], ctx.chunk_size):
+                stop = min(start + ctx.chunk_size, q.shape[0])
+                logits = _block_logits(q_mm, k_mm, s, None, start, stop, dtype)
+                g = logits.add_(b).sigmoid_().mul_(grad)  # d softplus(x) / dx = sigmoid(x)
+                gk = (g.to(mm) @ k_mm).to(dtype)
+                grad_q[start:stop] = gk * s
+                grad_s += (gk * q[start:stop].to(dtype)).sum()
+                grad_b += g.sum()
+                grad_k += (g.T.to(mm) @ q_mm[start:stop]).to(dtype) * s
+                del g, logits
         return (
             grad_q,
             grad_k.to(k.dtype),

@@ -429,3 +429,23 @@ def test_example_inputs_contract():
         assert value.dim() == 0 and torch.isfinite(value)
         value.backward()
         assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in inputs)
+
+
+@pytest.mark.parametrize("cls", PAIR_LOSSES)
+def test_autocast_matmuls_in_low_precision_consistently(cls):
+    """Under autocast the matmuls run in bf16 and the result stays close to float32."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(16, 8, generator=g, requires_grad=True)
+    b = torch.randn(16, 8, generator=g, requires_grad=True)
+    exact = cls()(a, b)
+    exact_grads = grads(exact, [a, b])
+    results = []
+    for chunk_size in (None, 5):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            value = cls(chunk_size=chunk_size)(a, b)
+        assert value.dtype == torch.float32
+        results.append((value, *grads(value, [a, b])))
+    for result in results:  # bf16 has 8 bits of mantissa
+        torch.testing.assert_close(result[0], exact, rtol=2e-2, atol=2e-2)
+        for x, y in zip(result[1:], exact_grads):
+            torch.testing.assert_close(x, y, rtol=0.1, atol=2e-3)

@@ -8,12 +8,17 @@ from colearn_plugin_audio.encoder import AudioAST
 from colearn_plugin_depth.vit import count_parameters
 
 from colearn_core import ConfigError, registries
-from colearn_core.testing import check_encoder
+from colearn_core.testing import check_encoder, check_plugin
 
 
-def test_contract_and_registration():
+def test_plugin_contract_and_registration():
+    """Every encoder and modality the plugin registers passes colearn_core.testing's checks."""
     assert registries.encoders.get("audio/ast") is AudioAST
-    check_encoder(AudioAST)
+    assert check_plugin("colearn-plugin-audio") == {
+        "encoders": ["audio/ast"],
+        "modalities": ["audio"],
+    }
+    check_encoder(AudioAST, {**AudioAST.example_config(), "pool": "mean", "drop_path": 0.1})
 
 
 def test_clips_are_encoded_independently_and_averaged():

@@ -9,11 +9,15 @@ from colearn_plugin_image.vit import Attention
 from torch import nn
 
 from colearn_core import ConfigError
-from colearn_core.testing import check_encoder
+from colearn_core.testing import check_encoder, check_plugin
 
 
-def test_depth_vit_contract():
-    check_encoder(DepthViT)
+def test_plugin_contract():
+    """Every encoder and modality the plugin registers passes colearn_core.testing's checks."""
+    assert check_plugin("colearn-plugin-depth") == {
+        "encoders": ["depth/vit"],
+        "modalities": ["depth"],
+    }
     check_encoder(DepthViT, {**DepthViT.example_config(), "pool": "mean", "drop_path": 0.1})
 
 

@@ -13,7 +13,7 @@ from colearn_plugin_thermal.thermal import ThermalModality, ThermalViT
 from PIL import Image
 
 from colearn_core import ConfigError, registries
-from colearn_core.testing import check_encoder, check_modality
+from colearn_core.testing import check_encoder, check_modality, check_plugin
 
 
 def _same_size(**config):
@@ -28,9 +28,13 @@ def _gradient(dtype, full):
 def test_contracts_and_registration():
     assert registries.modalities.get("thermal") is ThermalModality
     assert registries.encoders.get("thermal/vit") is ThermalViT
+    assert check_plugin("colearn-plugin-thermal") == {
+        "encoders": ["thermal/vit"],
+        "modalities": ["thermal"],
+    }
     batch = check_modality(ThermalModality)
     assert batch["pixels"].shape == (3, 1, 224, 224)
-    check_encoder(ThermalViT)
+    check_encoder(ThermalViT, {**ThermalViT.example_config(), "pool": "mean"})
 
 
 @pytest.mark.parametrize(("dtype", "full"), [(np.uint8, 255), (np.uint16, 65535)])

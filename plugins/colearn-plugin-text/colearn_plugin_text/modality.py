@@ -33,8 +33,9 @@ class TextModality(Modality):
     ``{"input_ids": (L,), "attention_mask": (L,)}`` (+ ``"token_type_ids"`` for bert), int64,
     padded and truncated to ``context_length``.
 
-    Config: ``tokenizer``: a ``tokenizer.json`` path, or a folder with ``tokenizer.json`` or
-    CLIP's ``vocab.json`` + ``merges.txt``, or ``"tiny"`` (default: a byte-level BPE trained
+    Config: ``tokenizer``: a ``tokenizer.json`` path, a folder with ``tokenizer.json`` or
+    CLIP's ``vocab.json`` + ``merges.txt``, open_clip's ``bpe_simple_vocab_16e6.txt.gz``, or
+    ``"tiny"`` (default: a byte-level BPE trained
     on a small caption corpus shipped with the plugin, with ``vocab_size`` (384) and
     ``lowercase`` (False) -- for tests and demos, not for real models); ``style``
     (``clip`` or ``bert``); ``context_length`` (77); ``special_tokens`` (role -> token

@@ -13,6 +13,7 @@ styles and fixed-length padding/truncation:
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ DEFAULT_SPECIAL_TOKENS: dict[str, dict[str, str]] = {
 }
 #: Special tokens of OpenAI CLIP's vocabulary (vocab.json / merges.txt / tokenizer.json).
 CLIP_VOCAB_SPECIAL_TOKENS = {"bos": "<|startoftext|>", "eos": "<|endoftext|>"}
+_CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>", "<start_of_text>", "<end_of_text>")
 #: A tiny caption corpus shipped with the plugin, for tests and demos only.
 TINY_CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
 # CLIP's pre-tokenisation: contractions, letter runs, single digits, runs of other symbols.
@@ -102,21 +104,28 @@ def train_bpe_tokenizer(
     return tokenizer
 
 
-def clip_bpe_tokenizer(vocab: str | os.PathLike[str], merges: str | os.PathLike[str]) -> Any:
-    """OpenAI CLIP's BPE from its ``vocab.json`` and ``merges.txt``: words end in ``</w>``,
-    text is NFC-normalised, whitespace-collapsed and lowercased (CLIP's ftfy clean-up is not
-    applied)."""
+def clip_bpe_tokenizer(vocab: str | os.PathLike[str] | None, merges: str | os.PathLike[str]) -> Any:
+    """OpenAI CLIP's BPE from its ``vocab.json`` and ``merges.txt`` (Hugging Face layout), or,
+    with ``vocab=None``, from open_clip's ``bpe_simple_vocab_16e6.txt.gz`` (the vocabulary is
+    then built the way open_clip builds it: 256 bytes, 256 word-final bytes, 48,894 merges,
+    ``<start_of_text>``, ``<end_of_text>``). Words end in ``</w>``; text is NFC-normalised,
+    whitespace-collapsed and lowercased (CLIP's ftfy clean-up is not applied)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     for path in (vocab, merges):
-        if not Path(path).is_file():
+        if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"CLIP BPE file {str(path)!r} does not exist")
-    model = models.BPE.from_file(
-        str(vocab),
-        str(merges),
+    if vocab is None:
+        encoder, merge_pairs = _open_clip_vocabulary(Path(merges))
+    else:
+        encoder, merge_pairs = models.BPE.read_file(str(vocab), str(merges))
+    unk = next((t for t in _CLIP_SPECIALS if t in encoder and "end" in t), None)
+    model = models.BPE(
+        encoder,
+        merge_pairs,
         end_of_word_suffix="</w>",
         continuing_subword_prefix="",
-        unk_token=CLIP_VOCAB_SPECIAL_TOKENS["eos"],
+        unk_token=unk,
         fuse_unk=False,
     )
     tokenizer = Tokenizer(model)
@@ -130,19 +139,37 @@ def clip_bpe_tokenizer(vocab: str | os.PathLike[str], merges: str | os.PathLike[
         ]
     )
     tokenizer.decoder = decoders.ByteLevel()
-    specials = [
-        t for t in CLIP_VOCAB_SPECIAL_TOKENS.values() if tokenizer.token_to_id(t) is not None
-    ]
-    tokenizer.add_special_tokens(specials)
+    tokenizer.add_special_tokens([t for t in _CLIP_SPECIALS if t in encoder])
     return tokenizer
 
 
+def _open_clip_vocabulary(path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+    # open_clip keeps the first 49152 - 256 - 2 merges after the version line.
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    byte_chars = _byte_chars()
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+    tokens += ["<start_of_text>", "<end_of_text>"]
+    return {t: i for i, t in enumerate(tokens)}, [(a, b) for a, b in merges]
+
+
+def _byte_chars() -> list[str]:
+    """The 256 byte-level characters in CLIP's order: printable bytes first, then the rest."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    rest = [b for b in range(256) if b not in printable]
+    # bytes outside the printable set map to chr(256 + n), in byte order
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(rest))]
+
+
 def load_tokenizer(path: str | os.PathLike[str]) -> Any:
-    """A ``tokenizer.json`` file, or a folder holding ``tokenizer.json`` or CLIP's
-    ``vocab.json`` + ``merges.txt``."""
+    """A ``tokenizer.json`` file, open_clip's ``*.txt.gz`` merges, or a folder holding
+    ``tokenizer.json`` or CLIP's ``vocab.json`` + ``merges.txt``."""
     from tokenizers import Tokenizer
 
     path = Path(path)
+    if path.name.endswith(".txt.gz"):  # open_clip's bpe_simple_vocab_16e6.txt.gz
+        return clip_bpe_tokenizer(None, path)
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
             path = path / "tokenizer.json"

@@ -3,6 +3,7 @@ CLIP's BPE vocabulary against a reference BPE, assets, bad input and the CLI com
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import time
@@ -173,12 +174,14 @@ def _write_clip_vocab(folder) -> dict[str, int]:
     return encoder
 
 
-def _reference_clip_ids(text: str, encoder: dict[str, int]) -> list[int]:
+def _reference_clip_ids(
+    text: str, encoder: dict[str, int], sot: str = "<|startoftext|>", eot: str = "<|endoftext|>"
+) -> list[int]:
     """CLIP's tokenizer written out (ASCII input): clean, lowercase, split, byte-map, BPE."""
     ranks = {m: i for i, m in enumerate(MERGES)}
     table = _bytes_to_unicode()
     text = re.sub(r"\s+", " ", text).strip().lower()
-    ids = [encoder["<|startoftext|>"]]
+    ids = [encoder[sot]]
     for piece in re.findall(_CLIP_WORDS, text):
         chars = "".join(table[b] for b in piece.encode())
         word = [*chars[:-1], chars[-1] + "</w>"]
@@ -197,7 +200,7 @@ def _reference_clip_ids(text: str, encoder: dict[str, int]) -> list[int]:
                     i += 1
             word = merged
         ids += [encoder[w] for w in word]
-    return ids + [encoder["<|endoftext|>"]]
+    return ids + [encoder[eot]]
 
 
 @pytest.mark.parametrize(
@@ -298,3 +301,25 @@ def test_cli_train_and_encode(tmp_path, capsys) -> None:
     code = main(["tokenizer", "train", str(tmp_path / "nope.txt"), "--vocab-size", "300"])
     assert code == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_open_clip_merges_file(tmp_path) -> None:
+    """open_clip ships only merges (bpe_simple_vocab_16e6.txt.gz) and builds the vocabulary:
+    printable bytes first, then the other bytes, the same with </w>, merges, two specials."""
+    path = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(
+            "\n".join(["bpe_simple_vocab_16e6.txt#version: 0.2"] + [" ".join(m) for m in MERGES])
+        )
+    table = _bytes_to_unicode()
+    printable = [c for b, c in table.items() if ord(c) == b]
+    chars = printable + [c for b, c in table.items() if ord(c) != b]
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in MERGES]
+    encoder = {t: i for i, t in enumerate(tokens + ["<start_of_text>", "<end_of_text>"])}
+    text_mod = TextModality(tokenizer=str(path), context_length=32)
+    assert text_mod.vocab_size == len(encoder)
+    assert text_mod.tokenizer.special_tokens["bos"] == "<start_of_text>"
+    for text in ("a photo of the cat!!", "catcat photo 7"):
+        ids = text_mod.preprocess(text)["input_ids"]
+        expected = _reference_clip_ids(text, encoder, "<start_of_text>", "<end_of_text>")
+        assert ids[: len(expected)].tolist() == expected

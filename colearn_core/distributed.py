@@ -63,7 +63,7 @@ def gathered_sizes(
     mine = torch.tensor([rows], dtype=torch.long, device=device)
     sizes = [torch.empty_like(mine) for _ in range(world_size(group))]
     dist.all_gather(sizes, mine, group=group)
-    return [int(s.item()) for s in sizes]
+    return torch.cat(sizes).tolist()  # one device sync, not one per process
 
 
 def _gather_rows(x: Tensor, sizes: list[int], group) -> Tensor:

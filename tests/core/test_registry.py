@@ -34,7 +34,8 @@ def test_unknown_name_lists_close_matches_and_installed_plugins(fresh_plugins):
         registries.methods.get("toy-clp")
     message = str(err.value)
     assert "unknown method 'toy-clp'" in message
-    assert "Did you mean: 'toy-clip'?" in message
+    suggestions = message.split("Did you mean: ")[1].split("?")[0]
+    assert "'toy-clip'" in suggestions
     assert "colearn-plugin-toy 0.1.0" in message
     with pytest.raises(LookupError):  # usable as a plain LookupError too
         registries.encoders.get("nothing-like-it")

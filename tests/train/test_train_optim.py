@@ -63,8 +63,8 @@ def test_toy_clip_temperature_is_not_decayed():
 
 
 def test_unknown_optimizer_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown optimizer 'lars'; available: adamw"):
-        build_optimizer(Net(), OptimConfig(optimizer="lars"))
+    with pytest.raises(ConfigError, match="unknown optimizer 'sgdx'; available: .*adamw"):
+        build_optimizer(Net(), OptimConfig(optimizer="sgdx"))
 
 
 def reference_lr(step: int, warmup: int, total: int) -> float:

@@ -283,8 +283,8 @@ class ImageModality(Modality):
         self, batch: Mapping[str, Tensor], *, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
         """A SimCLR view of a collated batch, computed on the batch's device."""
-        pixels = batch["pixels"]
-        views = self.augmenter(self.denormalize(pixels).clamp_(0.0, 1.0), generator=generator)
+        # Not clamped here: geometric ops keep any values; the colour ops clamp to [0, 1].
+        views = self.augmenter(self.denormalize(batch["pixels"]), generator=generator)
         return {**batch, "pixels": self.normalize(views)}
 
     @classmethod

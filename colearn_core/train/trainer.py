@@ -60,6 +60,7 @@ __all__ = [
     "CHECKPOINT_MARKER",
     "NonFiniteLossError",
     "TrainResult",
+    "TrainingError",
     "Trainer",
     "find_checkpoints",
     "latest_checkpoint",
@@ -71,7 +72,11 @@ CHECKPOINT_MARKER = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^step_(\d{8,})$")
 
 
-class NonFiniteLossError(ColearnError, FloatingPointError):
+class TrainingError(ColearnError):
+    """A training step failed; the message names the step and the last good checkpoint."""
+
+
+class NonFiniteLossError(TrainingError, FloatingPointError):
     """A loss term became NaN or inf; the run stopped before updating the weights."""
 
 
@@ -246,6 +251,19 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(split_batches=True),
         )
         self.processes = acc.num_processes
+        if (
+            cpu
+            and self.processes == 1
+            and "MASTER_PORT" in os.environ
+            and not (os.environ.get("WORLD_SIZE") or os.environ.get("PMI_SIZE"))
+        ):
+            warnings.warn(
+                "several processes were asked for, but this one runs alone: `accelerate launch "
+                "--cpu` starts one process unless MPI is installed. On a machine without GPUs, "
+                "`accelerate launch --multi_gpu --num_processes N` (or torchrun) starts N CPU "
+                "processes",
+                stacklevel=2,
+            )
         self.accum = t.grad_accum_steps
         if t.batch_size % (self.processes * self.accum):
             raise ConfigError(
@@ -309,7 +327,12 @@ class Trainer:
         """One optimisation step on one process-local batch; returns ``loss`` and ``loss/<term>``
         averaged over processes, with ``lr`` (and ``grad_norm`` when clipping). ``step``
         (1-based) names the step in errors."""
-        values = self._mean_over_processes(self.compute_gradients(batch))
+        try:
+            losses = self.compute_gradients(batch)
+        except ColearnError as exc:  # e.g. a loss refusing NaN features
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingError(f"step {step}: {exc}. {self._last_good()}") from exc
+        values = self._mean_over_processes(losses)
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
             self.optimizer.zero_grad(set_to_none=True)
@@ -417,16 +440,18 @@ class Trainer:
         out["loss"] = float(sum(out.values()))
         return out
 
+    def _last_good(self) -> str:
+        last = latest_checkpoint(self.ckpt_dir)
+        if last is None:
+            return "No checkpoint was written before it"
+        return f"The last good checkpoint is {last}"
+
     def _non_finite_message(self, step: int, bad: Mapping[str, float]) -> str:
         terms = ", ".join(f"{k.removeprefix('loss/')!r} = {v}" for k, v in bad.items())
-        last = latest_checkpoint(self.ckpt_dir)
-        keep = (
-            f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
-        )
         return (
             f"non-finite loss at step {step}: {terms}. The run stopped before updating the "
-            f"weights; {keep}. Lower optim.lr, set optim.clip_grad_norm or add warmup, then "
-            "continue with --resume latest."
+            f"weights. {self._last_good()}; lower optim.lr, set optim.clip_grad_norm or add "
+            "warmup, then continue with --resume latest."
         )
 
     # --- the loop ---------------------------------------------------------------------------

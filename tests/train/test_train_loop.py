@@ -11,12 +11,14 @@ import torch
 from colearn_plugin_toy.toy import ToyCLIP
 from safetensors.torch import load_file
 
+from colearn_core.cli import main
 from colearn_core.errors import ConfigError
 from colearn_core.registry import registries
 from colearn_core.train.trainer import (
     CHECKPOINT_MARKER,
     NonFiniteLossError,
     Trainer,
+    TrainingError,
     find_checkpoints,
     latest_checkpoint,
     train,
@@ -176,6 +178,56 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_last_checkpoint(
     saved = load_file(run / "checkpoints" / "step_00000004" / "model.safetensors")
     for name, value in trainer.method.state_dict().items():
         assert torch.equal(saved[name], value), name
+
+
+class NaNFeaturesCLIP(ToyCLIP):
+    """toy-clip whose embeddings turn NaN on the third call of embed()."""
+
+    calls = 0
+
+    def embed(self, batch):
+        out = super().embed(batch)
+        type(self).calls += 1
+        return {k: v * float("nan") for k, v in out.items()} if type(self).calls == 3 else out
+
+
+def test_an_error_inside_a_step_names_the_step(make_recipe, tmp_path):
+    registries.methods.names()
+    registries.methods.register("test-nan-features-clip", NaNFeaturesCLIP, plugin="tests")
+    NaNFeaturesCLIP.calls = 0
+    try:
+        _, recipe = make_recipe("method.name=test-nan-features-clip")
+        with pytest.raises(TrainingError) as err:
+            train(recipe, output_dir=tmp_path / "run")
+    finally:
+        registries.methods.unregister("test-nan-features-clip")
+    message = str(err.value)
+    assert message.startswith("step 3: input `a` has non-finite values")  # the loss's check
+    assert "No checkpoint was written before it" in message
+
+
+def test_epochs_set_the_number_of_steps(make_recipe, tmp_path):
+    _, recipe = make_recipe("trainer.max_steps=null", "trainer.epochs=2", "trainer.log_every=4")
+    result = train(recipe, output_dir=tmp_path / "run")
+    assert result.step == 8  # 64 examples / 16 per batch x 2 epochs
+    assert [(r["step"], r["epoch"]) for r in rows(tmp_path / "run")] == [(4, 0), (8, 1)]
+
+
+def test_command_line(make_recipe, tmp_path, capsys):
+    path, _ = make_recipe("trainer.max_steps=2")
+    code = main(["train", str(path), "--output-dir", str(tmp_path / "run"), "--set", "optim.lr=0"])
+    out = capsys.readouterr().out
+    assert code == 0 and "done at step 2" in out
+    assert (tmp_path / "run" / "recipe.yaml").read_text().count("lr: 0.0") == 1
+    assert main(["train", str(path), "--set", "trainer.batch_size=x"]) == 1
+    err = capsys.readouterr().err
+    assert "colearn train: error:" in err and "key 'trainer.batch_size': expected int" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    usage = capsys.readouterr().out
+    for option in ("RECIPE.yaml", "--set KEY=VALUE", "--resume [latest|PATH]", "--output-dir DIR"):
+        assert option in usage
+    assert "accelerate launch" in usage and "metrics.jsonl" in usage
 
 
 def test_trackers_and_mixed_precision_settings(make_recipe, tmp_path):

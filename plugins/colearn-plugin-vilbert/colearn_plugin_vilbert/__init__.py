@@ -1,12 +1,23 @@
 """colearn-plugin-vilbert: ViLBERT's two-stream co-attention transformer over text and image
 regions, its pretraining tasks, region extractors and the fashion-scenes dataset.
 
-Only hook implementations live here; every heavy module is imported inside a hook.
+Registers: method ``vilbert`` (and ``vilbert-text``, BERT pretraining of its text stream),
+fusion ``co-attention``, modality ``regions``, losses ``vilbert-masked-lm``,
+``vilbert-masked-region-kl``, ``vilbert-alignment``, tasks ``vilbert-pretraining``,
+``vilbert-retrieval``, ``vilbert-vqa``, dataset ``fashion-scenes`` and the command
+``vilbert-import``. Only hook implementations live here; modules load inside the hooks.
 """
 
 from colearn_core import hookimpl
 
 __version__ = "0.1.0"
+
+
+@hookimpl
+def register_modalities(register):
+    from .regions import RegionsModality
+
+    register("regions", RegionsModality)
 
 
 @hookimpl
@@ -26,7 +37,32 @@ def register_losses(register):
 
 
 @hookimpl
+def register_tasks(register):
+    from .tasks import PretrainingEval, RetrievalTask, VQATask
+
+    register("vilbert-pretraining", PretrainingEval)
+    register("vilbert-retrieval", RetrievalTask)
+    register("vilbert-vqa", VQATask)
+
+
+@hookimpl
 def register_methods(register):
     from .model import ViLBERT
+    from .text_pretrain import ViLBERTText
 
     register("vilbert", ViLBERT)
+    register("vilbert-text", ViLBERTText)
+
+
+@hookimpl
+def register_datasets(register):
+    from .scenes import build_fashion_scenes
+
+    register("fashion-scenes", build_fashion_scenes)
+
+
+@hookimpl
+def register_commands(register):
+    from .cli import IMPORT_COMMAND
+
+    register("vilbert-import", IMPORT_COMMAND)

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from colearn_plugin_image.vit import Mlp
 from torch import Tensor, nn
 
 from colearn_core import ConfigError, EncoderOutput, Fusion
 
-from .layers import LN_EPS, FeedForward, attend, check_heads, init_bert_weights
+from .layers import LN_EPS, attend, check_heads, init_bert_weights
 
 __all__ = ["CoAttention", "CoAttentionBlock", "CoAttentionFusion"]
 
@@ -31,7 +32,9 @@ class CoAttention(nn.Module):
     context ``(B, R, W)`` at the shared width W.
     """
 
-    def __init__(self, text_width: int, vision_width: int, width: int, heads: int, dropout: float):
+    def __init__(
+        self, text_width: int, vision_width: int, width: int, heads: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         check_heads(width, heads, "co-attention")
         self.heads = heads
@@ -79,16 +82,17 @@ class CoAttentionBlock(nn.Module):
         text_ffn: int,
         vision_ffn: int,
         dropout: float = 0.1,
+        attn_dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.attention = CoAttention(text_width, vision_width, width, heads, dropout)
+        self.attention = CoAttention(text_width, vision_width, width, heads, attn_dropout)
         self.text_out = nn.Linear(width, text_width)
         self.text_norm = nn.LayerNorm(text_width, eps=LN_EPS)
         self.vision_out = nn.Linear(width, vision_width)
         self.vision_norm = nn.LayerNorm(vision_width, eps=LN_EPS)
-        self.text_ffn = FeedForward(text_width, text_ffn)
+        self.text_ffn = Mlp(text_width, text_ffn, drop=dropout)
         self.text_ffn_norm = nn.LayerNorm(text_width, eps=LN_EPS)
-        self.vision_ffn = FeedForward(vision_width, vision_ffn)
+        self.vision_ffn = Mlp(vision_width, vision_ffn, drop=dropout)
         self.vision_ffn_norm = nn.LayerNorm(vision_width, eps=LN_EPS)
         self.drop = nn.Dropout(dropout)
 
@@ -99,8 +103,8 @@ class CoAttentionBlock(nn.Module):
         text_ctx, vision_ctx = self.attention(text, text_mask, vision, vision_mask)
         text = self.text_norm(text + self.drop(self.text_out(text_ctx)))
         vision = self.vision_norm(vision + self.drop(self.vision_out(vision_ctx)))
-        text = self.text_ffn_norm(text + self.drop(self.text_ffn(text)))
-        vision = self.vision_ffn_norm(vision + self.drop(self.vision_ffn(vision)))
+        text = self.text_ffn_norm(text + self.text_ffn(text))
+        vision = self.vision_ffn_norm(vision + self.vision_ffn(vision))
         return text, vision
 
 

@@ -122,9 +122,8 @@ def load_detector(
     cache: str | Path | None = None, *, train_if_missing: bool = True, epochs: int = 3
 ) -> FashionDetector:
     """The cached detector, trained on Fashion-MNIST's training split when not cached yet."""
+    from colearn_plugin_image.fashion_mnist import load_fashion_mnist_arrays
     from safetensors.torch import load_file, save_file
-
-    from .fashion_mnist import load_fashion_mnist
 
     path = cache_dir(cache) / f"fashion-detector-v{VERSION}.safetensors"
     model = FashionDetector()
@@ -134,9 +133,11 @@ def load_detector(
     if not train_if_missing:
         raise FileNotFoundError(f"no cached fashion detector at {path}")
     start = time.time()
-    images, labels = load_fashion_mnist("train")
+    images, labels = (torch.from_numpy(a.copy()) for a in load_fashion_mnist_arrays("train"))
     model = train_detector(images, labels, epochs=epochs)
-    test_images, test_labels = load_fashion_mnist("test")
+    test_images, test_labels = (
+        torch.from_numpy(a.copy()) for a in load_fashion_mnist_arrays("test")
+    )
     acc = accuracy(model, test_images, test_labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

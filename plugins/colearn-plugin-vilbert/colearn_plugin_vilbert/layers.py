@@ -1,21 +1,20 @@
-"""BERT-style building blocks shared by ViLBERT's two streams.
+"""Small pieces shared by the co-attention blocks and the streams.
 
-Post-LayerNorm transformer layers as in BERT (and in the official ViLBERT code), so that BERT
-and ViLBERT checkpoints map onto them one tensor for one tensor. Attention runs through
-:func:`torch.nn.functional.scaled_dot_product_attention` with a boolean key mask.
+The transformer layers themselves are colearn-plugin-image's ``TransformerBlock`` (post-norm,
+as BERT and the official ViLBERT); here only what they do not cover: cross-attention between
+two sequences, BERT's initialisation and a masked mean.
 
-Shapes: B batch, T query tokens, S key tokens, D width, H heads.
+Shapes: B batch, T query tokens, S key tokens, W attention width.
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from colearn_core import ConfigError
 
-__all__ = ["FeedForward", "MultiHeadAttention", "TransformerLayer", "attend", "check_heads"]
+__all__ = ["LN_EPS", "attend", "check_heads", "init_bert_weights", "masked_mean"]
 
 #: BERT's LayerNorm epsilon (the official checkpoints were trained with it).
 LN_EPS = 1e-12
@@ -33,10 +32,10 @@ def check_heads(width: int, heads: int, what: str) -> int:
 def attend(
     q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, heads: int, dropout: float
 ) -> Tensor:
-    """Multi-head scaled dot-product attention.
+    """Multi-head scaled dot-product attention of projected queries over keys/values.
 
-    q: ``(B, T, W)``, k and v: ``(B, S, W)`` already projected; key_mask: ``(B, S)`` bool, True
-    where a key may be attended to. Returns ``(B, T, W)``.
+    q: ``(B, T, W)``, k and v: ``(B, S, W)``; key_mask: ``(B, S)`` bool, True where a key may
+    be attended to. Returns ``(B, T, W)``.
     """
     b, t, w = q.shape
     s = k.shape[1]
@@ -47,54 +46,6 @@ def attend(
     mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, S)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     return out.transpose(1, 2).reshape(b, t, w)
-
-
-class MultiHeadAttention(nn.Module):
-    """Self-attention projections ``query/key/value`` and the output projection ``out``."""
-
-    def __init__(self, width: int, heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        check_heads(width, heads, "attention")
-        self.heads = heads
-        self.dropout = dropout
-        self.query = nn.Linear(width, width)
-        self.key = nn.Linear(width, width)
-        self.value = nn.Linear(width, width)
-        self.out = nn.Linear(width, width)
-
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        p = self.dropout if self.training else 0.0
-        ctx = attend(self.query(x), self.key(x), self.value(x), mask, self.heads, p)
-        return self.out(ctx)
-
-
-class FeedForward(nn.Module):
-    """``fc2(gelu(fc1(x)))``, BERT's intermediate and output dense layers."""
-
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class TransformerLayer(nn.Module):
-    """A BERT layer (post-norm): ``x = LN(x + Attn(x)); x = LN(x + FFN(x))``."""
-
-    def __init__(self, width: int, heads: int, ffn: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.attention = MultiHeadAttention(width, heads, dropout)
-        self.attention_norm = nn.LayerNorm(width, eps=LN_EPS)
-        self.ffn = FeedForward(width, ffn)
-        self.ffn_norm = nn.LayerNorm(width, eps=LN_EPS)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: ``(B, T, D)``; mask: ``(B, T)`` bool, True for real tokens."""
-        x = self.attention_norm(x + self.drop(self.attention(x, mask)))
-        return self.ffn_norm(x + self.drop(self.ffn(x)))
 
 
 def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -115,8 +66,3 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
         return x.mean(dim=1)
     m = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-
-
-def as_bool_mask(mask: Tensor | None) -> Tensor | None:
-    """Attention masks come as 0/1 integers from tokenizers; attention wants bool."""
-    return None if mask is None else mask.to(torch.bool)

@@ -3,8 +3,8 @@
 A batch holds ``batch["text"]`` (``input_ids`` ``(B, T)``, ``attention_mask`` ``(B, T)``,
 optional ``token_type_ids``) and ``batch["regions"]`` (``features`` ``(B, R, F)``,
 ``locations`` ``(B, R, 5)``, ``mask`` ``(B, R)``, and for pretraining ``class_probs``
-``(B, R, C)``, the detector's class distribution per region); VQA batches add ``answer``
-``(B,)``.
+``(B, R, C)``, the detector's class distribution per region); VQA batches add the answer
+index as ``label`` (the trainer's ``label_column``) or ``answer`` ``(B,)``.
 
 ``objective`` picks what :meth:`ViLBERT.forward` trains:
 
@@ -41,35 +41,44 @@ from .streams import TwoStreamEncoder
 __all__ = ["DEFAULTS", "PretrainingInputs", "ViLBERT", "load_weights", "tiny_config"]
 
 OBJECTIVES = ("pretrain", "vqa")
+SPECIAL_ROLES = ("pad", "unk", "cls", "sep", "mask")
+#: bert-base-uncased's special token ids (the official checkpoints' vocabulary).
+BERT_SPECIAL_TOKENS = {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103}
+#: The paper's text stream: BERT-base (its config goes to the text encoder as is).
+TEXT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 30522,
+    "context_length": 512,
+    "width": 768,
+    "depth": 12,
+    "heads": 12,
+    "mlp_ratio": 4.0,
+}
 
 DEFAULTS: dict[str, Any] = {
-    "vocab_size": 30522,
-    # ids of the tokenizer's special tokens (bert-base-uncased's by default)
-    "special_tokens": {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103},
-    "text": {
-        "width": 768,
-        "layers": 12,
-        "heads": 12,
-        "ffn": 3072,
-        "max_positions": 512,
-        "type_vocab": 2,
-        "dropout": 0.1,
-    },
+    # a registered, layered text encoder (see streams.build_text_stream)
+    "text_encoder": "text/bert",
+    # its config; TEXT_DEFAULTS fill what is not given
+    "text": {},
+    # ids of the tokenizer's special tokens (pad, unk, cls, sep, mask); null: from the text
+    # modality when one is configured, else bert-base-uncased's
+    "special_tokens": None,
     "vision": {
         "feature_dim": 2048,
         "width": 1024,
-        "layers": 6,
+        "depth": 6,
         "heads": 8,
-        "ffn": 1024,
+        "mlp_ratio": 1.0,
         "num_classes": 1601,
-        "dropout": 0.1,
+        "drop": 0.1,
+        "attn_drop": 0.1,
     },
     "coattention": {
         "width": 1024,
         "heads": 8,
         "text_at": [6, 7, 8, 9, 10, 11],
         "vision_at": [0, 1, 2, 3, 4, 5],
-        "dropout": 0.1,
+        "drop": 0.1,
+        "attn_drop": 0.1,
     },
     # how the pooled [CLS] and <IMG> vectors combine: "mul" (the paper) or "sum"
     "pooling": "mul",
@@ -93,7 +102,8 @@ DEFAULTS: dict[str, Any] = {
     "text_init": None,
     "init_from": None,
     "initialised_from": None,
-    # preprocessing configs of the modalities ("text", "regions"), kept with the model
+    # preprocessing configs of the modalities, kept with the model: {"text": {...text
+    # modality config...}, "regions": {...regions modality config...}}
     "modalities": {},
 }
 
@@ -101,14 +111,18 @@ DEFAULTS: dict[str, Any] = {
 def tiny_config(**overrides: Any) -> dict[str, Any]:
     """A small config for tests and quick experiments (different stream widths, as the paper)."""
     config: dict[str, Any] = {
-        "vocab_size": 40,
+        "text": {"vocab_size": 40, "context_length": 32, "width": 32, "depth": 2, "heads": 4},
         "special_tokens": {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4},
-        "text": {"width": 32, "layers": 2, "heads": 4, "ffn": 64, "max_positions": 32},
-        "vision": {"feature_dim": 12, "width": 48, "layers": 2, "heads": 4, "ffn": 64},
+        "vision": {
+            "feature_dim": 12,
+            "width": 48,
+            "depth": 2,
+            "heads": 4,
+            "mlp_ratio": 2.0,
+            "num_classes": 6,
+        },
         "coattention": {"width": 40, "heads": 4, "text_at": [1, 2], "vision_at": [0, 1]},
-        "answers": [],
     }
-    config["vision"]["num_classes"] = 6
     for key, value in overrides.items():
         if isinstance(value, Mapping) and isinstance(config.get(key), Mapping):
             config[key] = {**config[key], **value}
@@ -117,8 +131,54 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
+def _modality(configs: Mapping[str, Any], name: str) -> Modality | None:
+    from colearn_core import registries
+
+    if name not in configs:
+        return None
+    config = dict(configs[name])
+    kind = config.pop("modality", name)
+    return registries.modalities.get(kind)(**config)
+
+
+def resolve_text(c: dict[str, Any], given: Mapping[str, Any] | None) -> None:
+    """Fill ``c["text"]`` from :data:`TEXT_DEFAULTS`, and its ``vocab_size`` and
+    ``c["special_tokens"]`` from the text modality in ``c["modalities"]`` unless ``given``
+    (the user's config) sets them."""
+    given_text = dict((given or {}).get("text") or {})
+    c["text"] = {**TEXT_DEFAULTS, **c["text"]}
+    modality = None
+    if c["special_tokens"] is None or "vocab_size" not in given_text:
+        modality = _modality(c["modalities"], "text")
+    if modality is not None:
+        if "vocab_size" not in given_text:
+            c["text"]["vocab_size"] = int(modality.vocab_size)  # type: ignore[attr-defined]
+        if c["special_tokens"] is None:
+            ids = modality.tokenizer.ids  # type: ignore[attr-defined]
+            c["special_tokens"] = {r: int(ids[r]) for r in SPECIAL_ROLES if r in ids}
+    if c["special_tokens"] is None:
+        c["special_tokens"] = dict(BERT_SPECIAL_TOKENS)
+    special = c["special_tokens"]
+    if not isinstance(special, Mapping):
+        raise ConfigError(f"vilbert.special_tokens must be a mapping, got {special!r}")
+    missing = [r for r in ("pad", "cls", "sep", "mask") if r not in special]
+    if missing:
+        raise ConfigError(
+            "vilbert.special_tokens must map pad, cls, sep and mask to token ids; "
+            f"missing {missing}"
+        )
+    vocab = c["text"]["vocab_size"]
+    for name, tid in special.items():
+        if not isinstance(tid, int) or isinstance(tid, bool) or not 0 <= tid < vocab:
+            raise ConfigError(
+                f"vilbert.special_tokens.{name}={tid!r} is not an id of the vocabulary "
+                f"(text.vocab_size={vocab})"
+            )
+
+
 def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Defaults + overrides, validated; errors name the key."""
+    """Defaults + overrides, validated; errors name the key. Fills the text encoder's
+    vocabulary size and the special token ids from the text modality when it is configured."""
     c = merge_config(config, DEFAULTS, "vilbert")
     if c["objective"] not in OBJECTIVES:
         raise ConfigError(f"vilbert.objective={c['objective']!r}; choose one of {OBJECTIVES}")
@@ -126,12 +186,7 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"vilbert.pooling={c['pooling']!r}; choose 'mul' or 'sum'")
     if c["objective"] == "vqa" and not c["answers"]:
         raise ConfigError("vilbert.objective='vqa' needs vilbert.answers, the answer vocabulary")
-    for name, tid in c["special_tokens"].items():
-        if not 0 <= tid < c["vocab_size"]:
-            raise ConfigError(
-                f"vilbert.special_tokens.{name}={tid} is outside the vocabulary "
-                f"(vocab_size={c['vocab_size']})"
-            )
+    resolve_text(c, config)
     return c
 
 
@@ -197,14 +252,17 @@ class ViLBERT(Method):
         text_init, init_from = c["text_init"], c["init_from"]
         c["text_init"] = c["init_from"] = None
         super().__init__(c)
-        t, v, co = c["text"], c["vision"], c["coattention"]
+        v, co = c["vision"], c["coattention"]
         self.backbone = TwoStreamEncoder(c)
-        self.mlm_head = LMHead(t["width"], c["vocab_size"])
+        text_width = int(self.backbone.text.width)
+        self.mlm_head = LMHead(text_width, c["text"]["vocab_size"])
         self.region_head = RegionHead(v["width"], v["num_classes"])
         self.alignment_head = nn.Linear(co["width"], 2)
         self.vqa_head = AnswerHead(co["width"], len(c["answers"])) if c["answers"] else None
         self.pool_drop = nn.Dropout(0.1)
-        init_bert_weights(self)
+        for head in (self.mlm_head, self.region_head, self.alignment_head, self.vqa_head):
+            if head is not None:
+                init_bert_weights(head)
         self._modality_objects: dict[str, Modality] | None = None
         provenance = {}
         if init_from:
@@ -224,17 +282,14 @@ class ViLBERT(Method):
 
     @property
     def modalities(self) -> dict[str, Modality]:
-        """``text`` (the text plugin's modality, when configured) and ``regions``."""
+        """``text`` and ``regions``, from ``config["modalities"]`` (each entry a modality
+        config; ``modality`` names a registered modality other than the entry's name)."""
         if self._modality_objects is None:
-            from colearn_core import registries
-
-            configs = self.config["modalities"]
             objs: dict[str, Modality] = {}
-            for name in ("text", "regions"):
-                if name in configs:
-                    objs[name] = registries.modalities.get(configs[name].get("name", name))(
-                        **{k: v for k, v in configs[name].items() if k != "name"}
-                    )
+            for name in self.config["modalities"]:
+                built = _modality(self.config["modalities"], name)
+                assert built is not None
+                objs[name] = built
             self._modality_objects = objs
         return dict(self._modality_objects)
 
@@ -303,7 +358,7 @@ class ViLBERT(Method):
             ids,
             maskable,
             mask_id=sp["mask"],
-            vocab_size=self.config["vocab_size"],
+            vocab_size=self.config["text"]["vocab_size"],
             special_ids=sp.values(),
             generator=generator,
             prob=m["token_prob"],
@@ -345,7 +400,7 @@ class ViLBERT(Method):
             "token_type_ids": p.token_type_ids,
         }
         out = self.encode(text, regions, features=p.features)
-        word = self.backbone.text.embeddings.word.weight
+        word = self.backbone.text.word_embeddings.weight
         mlm_logits = self.mlm_head(out["text"], word)  # (B, T, V)
         region_logits = self.region_head(out["vision"][:, 1:])  # (B, R, C), <IMG> skipped
         align_logits = self.alignment_head(self.pool_drop(out["pooled"]))  # (B, 2)
@@ -385,8 +440,9 @@ class ViLBERT(Method):
         assert self.vqa_head is not None
         logits = self.vqa_head(self.pool_drop(out["pooled"]))  # (B, A)
         losses = {}
-        if "answer" in batch:
-            losses["vqa"] = F.cross_entropy(logits, batch["answer"].long())
+        answer = batch.get("label", batch.get("answer"))
+        if answer is not None:
+            losses["vqa"] = F.cross_entropy(logits, answer.long())
         return ModelOutput(
             embeddings={"text": out["pooled_text"], "regions": out["pooled_vision"]},
             logits={"vqa": logits},

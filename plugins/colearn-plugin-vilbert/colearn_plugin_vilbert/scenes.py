@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fashion_mnist import CLASS_NAMES, load_fashion_mnist
-
 __all__ = [
     "ANSWERS",
+    "CLASS_NAMES",
     "Scene",
     "build_fashion_scenes",
     "make_nsp_pairs",
@@ -32,6 +32,19 @@ __all__ = [
     "relation",
 ]
 
+#: Fashion-MNIST's labels 0..9 as captions and answers name them.
+CLASS_NAMES: tuple[str, ...] = (
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 NUMBERS = {2: "two", 3: "three", 4: "four"}
 #: The VQA answer vocabulary, in the order of the ``answer`` labels.
 ANSWERS: tuple[str, ...] = ("no", "yes", "two", "three", "four", *CLASS_NAMES)
@@ -167,7 +180,11 @@ def make_scenes(
     n: int, split: str = "train", seed: int = 0, root: str | None = None, **options: Any
 ) -> list[Scene]:
     """``n`` scenes of ``split``; the same arguments give the same scenes."""
-    images, labels = load_fashion_mnist(split, root)
+    from colearn_plugin_image.fashion_mnist import load_fashion_mnist_arrays
+
+    images, labels = (
+        torch.from_numpy(a.copy()) for a in load_fashion_mnist_arrays(split, root=root)
+    )
     by_class = [torch.nonzero(labels == c).flatten() for c in range(len(CLASS_NAMES))]
     stream = {"train": 0, "test": 1}[split]
     g = torch.Generator().manual_seed(1_000_003 * seed + stream)
@@ -219,8 +236,9 @@ def scene_regions(
 
 
 def build_fashion_scenes(
-    n: int = 2000,
-    split: str = "train",
+    n_train: int = 2000,
+    n_test: int = 500,
+    split: str | None = None,
     seed: int = 0,
     task: str = "caption",
     regions: str = "ground-truth",
@@ -231,14 +249,51 @@ def build_fashion_scenes(
     fashion_mnist_dir: str | None = None,
     detector: Any = None,
 ) -> Any:
-    """The ``fashion-scenes`` dataset builder (a ``datasets.Dataset``).
+    """The ``fashion-scenes`` dataset builder: a ``datasets.DatasetDict`` with ``train``
+    (``n_train`` scenes) and ``test`` (``n_test``), or one ``split`` as a ``Dataset``.
 
     task ``"caption"``: a row per scene (``image``, ``boxes``, ``labels``, ``caption``,
     ``regions``); ``"vqa"``: a row per question (adds ``question``, ``question_type``,
     ``answer`` -- an index into :data:`ANSWERS` -- and ``answer_text``); ``"nsp"``: BERT
-    next-sentence pairs from the captions (``text`` = ``"A [SEP] B"``, ``sentence_a``,
-    ``sentence_b``, ``is_next``), no images.
+    next-sentence pairs from the captions (``text`` = ``[A, B]``, which the text modality
+    encodes as ``[CLS] A [SEP] B [SEP]``; ``sentence_a``, ``sentence_b``; ``is_next``), no
+    images. ``regions``: ``"ground-truth"`` boxes or a ``grid``, described by the detector
+    (default: the cached Fashion-MNIST classifier, trained on first use).
+    Results are cached in memory per argument set (the trainer asks for each split).
     """
+    import datasets
+
+    if split is not None and split not in ("train", "test"):
+        raise ValueError(f"fashion-scenes has splits 'train' and 'test', not {split!r}")
+    args = (seed, task, regions, canvas, min_items, max_items, grid, fashion_mnist_dir)
+    parts = {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        if split is None or split == name:
+            if detector is None:
+                parts[name] = _cached_split(name, n, *args)
+            else:
+                parts[name] = _build_split(name, n, *args, detector=detector)
+    return parts[split] if split is not None else datasets.DatasetDict(parts)
+
+
+@lru_cache(maxsize=8)
+def _cached_split(*args: Any) -> Any:
+    return _build_split(*args)
+
+
+def _build_split(
+    split: str,
+    n: int,
+    seed: int,
+    task: str,
+    regions: str,
+    canvas: int,
+    min_items: int,
+    max_items: int,
+    grid: int,
+    fashion_mnist_dir: str | None,
+    detector: Any = None,
+) -> Any:
     import datasets
     from PIL import Image
 
@@ -256,7 +311,7 @@ def build_fashion_scenes(
         pairs = make_nsp_pairs([s.sentences for s in scenes], g)
         return datasets.Dataset.from_dict(
             {
-                "text": [f"{a} [SEP] {b}" for a, b, _ in pairs],
+                "text": [[a, b] for a, b, _ in pairs],
                 "sentence_a": [a for a, _, _ in pairs],
                 "sentence_b": [b for _, b, _ in pairs],
                 "is_next": [y for _, _, y in pairs],

@@ -1,12 +1,16 @@
 """ViLBERT's two streams and the encoder that interleaves them with co-attention.
 
-- :class:`TextStream`: BERT (word + position + token-type embeddings, post-norm layers).
+- Text stream: an encoder registered by a text plugin, ``text/bert`` by default (BERT: word +
+  position + token-type embeddings, post-norm blocks). ViLBERT runs its layers one at a time to
+  interleave co-attention, so the encoder must expose them: ``word_embeddings``,
+  ``position_embeddings``, ``token_type_embeddings``, ``embedding_norm``, ``embedding_dropout``,
+  ``blocks`` (each ``block(x, attn_mask=...)``) and optionally ``final_norm``.
 - :class:`VisualStream`: region features and their 5-d spatial encoding
   ``(x1/W, y1/H, x2/W, y2/H, area fraction)`` projected to the visual width, preceded by an
   <IMG> token (the mean of the region features with the whole-image location ``(0,0,1,1,1)``),
-  then transformer layers.
-- :class:`TwoStreamEncoder`: runs the layers of both streams and inserts co-attention block k
-  after the first ``text_at[k]`` text layers and ``vision_at[k]`` visual layers (the official
+  then post-norm transformer blocks.
+- :class:`TwoStreamEncoder`: runs both streams and inserts co-attention block k after the first
+  ``text_at[k]`` text layers and ``vision_at[k]`` visual layers (the official
   ``t_biattention_id`` / ``v_biattention_id``); pools the [CLS] and <IMG> outputs.
 
 Shapes: B batch, T text tokens, R regions (the visual stream has 1 + R tokens), F region
@@ -20,75 +24,75 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from colearn_plugin_image.vit import TransformerBlock
 from torch import Tensor, nn
 
-from colearn_core import ConfigError
+from colearn_core import ConfigError, Encoder
 
 from .coattention import CoAttentionBlock
-from .layers import LN_EPS, TransformerLayer, masked_mean
+from .layers import LN_EPS, init_bert_weights, masked_mean
 
-__all__ = ["IMAGE_LOCATION", "RegionEmbeddings", "TextStream", "TwoStreamEncoder", "VisualStream"]
+__all__ = [
+    "IMAGE_LOCATION",
+    "LAYERED_TEXT_ATTRIBUTES",
+    "RegionEmbeddings",
+    "TwoStreamEncoder",
+    "VisualStream",
+    "build_text_stream",
+    "embed_text",
+]
 
 #: The spatial encoding of the <IMG> token: the whole image.
 IMAGE_LOCATION = (0.0, 0.0, 1.0, 1.0, 1.0)
+#: What a text encoder must expose to serve as ViLBERT's text stream.
+LAYERED_TEXT_ATTRIBUTES = (
+    "word_embeddings",
+    "position_embeddings",
+    "token_type_embeddings",
+    "embedding_norm",
+    "embedding_dropout",
+    "blocks",
+)
 
 
-class TextEmbeddings(nn.Module):
-    """BERT's input embeddings: word + position + token type, LayerNorm, dropout."""
+def build_text_stream(name: str, config: Mapping[str, Any]) -> Encoder:
+    """The registered text encoder ``name`` built from ``config``, checked to be layered."""
+    from colearn_core import registries
 
-    def __init__(
-        self, vocab_size: int, width: int, max_positions: int, type_vocab: int, dropout: float
-    ):
-        super().__init__()
-        self.word = nn.Embedding(vocab_size, width)
-        self.position = nn.Embedding(max_positions, width)
-        self.token_type = nn.Embedding(type_vocab, width)
-        self.norm = nn.LayerNorm(width, eps=LN_EPS)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        b, t = input_ids.shape
-        if t > self.position.num_embeddings:
-            raise ValueError(
-                f"text of {t} tokens is longer than max_positions={self.position.num_embeddings};"
-                " truncate it in the text modality or raise text.max_positions"
-            )
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        positions = torch.arange(t, device=input_ids.device).unsqueeze(0)  # (1, T)
-        x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
-        return self.drop(self.norm(x))  # (B, T, Dt)
-
-
-class TextStream(nn.Module):
-    """BERT: :class:`TextEmbeddings` and ``layers`` post-norm transformer layers."""
-
-    def __init__(
-        self,
-        vocab_size: int,
-        width: int = 768,
-        layers: int = 12,
-        heads: int = 12,
-        ffn: int = 3072,
-        max_positions: int = 512,
-        type_vocab: int = 2,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.width = width
-        self.embeddings = TextEmbeddings(vocab_size, width, max_positions, type_vocab, dropout)
-        self.layers = nn.ModuleList(
-            TransformerLayer(width, heads, ffn, dropout) for _ in range(layers)
+    encoder = registries.encoders.get(name)(**dict(config))
+    missing = [a for a in LAYERED_TEXT_ATTRIBUTES if not hasattr(encoder, a)]
+    if missing:
+        raise ConfigError(
+            f"vilbert.text_encoder={name!r} does not expose its layers ({', '.join(missing)} "
+            "missing); ViLBERT interleaves co-attention between text layers, so it needs a "
+            "BERT-style encoder such as 'text/bert' from colearn-plugin-text"
         )
+    if getattr(encoder, "pooler", None) is not None or getattr(encoder, "proj", None) is not None:
+        raise ConfigError(
+            "vilbert pools and projects the text stream itself: leave vilbert.text.pooler as "
+            "'none' and vilbert.text.output_dim unset"
+        )
+    return encoder
 
-    def forward(
-        self, input_ids: Tensor, token_type_ids: Tensor | None, mask: Tensor | None
-    ) -> Tensor:
-        """All layers: ``(B, T)`` ids -> ``(B, T, Dt)``; mask ``(B, T)`` bool."""
-        x = self.embeddings(input_ids, token_type_ids)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return x
+
+def embed_text(encoder: nn.Module, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
+    """BERT's input embeddings through the text encoder's own tables: ``(B, T) -> (B, T, Dt)``."""
+    b, t = input_ids.shape
+    limit = encoder.position_embeddings.num_embeddings
+    if t > limit:
+        raise ValueError(
+            f"text of {t} tokens is longer than the text stream's {limit} positions; truncate "
+            "it in the text modality (context_length) or raise vilbert.text.context_length"
+        )
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    positions = torch.arange(t, device=input_ids.device)
+    x = (
+        encoder.word_embeddings(input_ids)
+        + encoder.position_embeddings(positions)[None]
+        + encoder.token_type_embeddings(token_type_ids)
+    )
+    return encoder.embedding_dropout(encoder.embedding_norm(x))
 
 
 class RegionEmbeddings(nn.Module):
@@ -121,32 +125,43 @@ class RegionEmbeddings(nn.Module):
             )
         if mask is None:
             mask = torch.ones(b, r, dtype=torch.bool, device=features.device)
+        mask = mask.bool()
         image_feature = masked_mean(features, mask).unsqueeze(1)  # (B, 1, F)
         image_location = features.new_tensor(IMAGE_LOCATION).expand(b, 1, 5)
         feats = torch.cat([image_feature, features], dim=1)  # (B, 1 + R, F)
         locs = torch.cat([image_location, locations.to(features.dtype)], dim=1)  # (B, 1 + R, 5)
         x = self.drop(self.norm(self.features(feats) + self.locations(locs)))
-        full_mask = torch.cat([mask.new_ones(b, 1), mask.bool()], dim=1)
+        full_mask = torch.cat([mask.new_ones(b, 1), mask], dim=1)
         return x, full_mask
 
 
 class VisualStream(nn.Module):
-    """:class:`RegionEmbeddings` and ``layers`` post-norm transformer layers."""
+    """:class:`RegionEmbeddings` and ``depth`` post-norm transformer blocks."""
 
     def __init__(
         self,
         feature_dim: int = 2048,
         width: int = 1024,
-        layers: int = 6,
+        depth: int = 6,
         heads: int = 8,
-        ffn: int = 1024,
-        dropout: float = 0.1,
+        mlp_ratio: float = 1.0,
+        drop: float = 0.1,
+        attn_drop: float = 0.1,
     ) -> None:
         super().__init__()
         self.width = width
-        self.embeddings = RegionEmbeddings(feature_dim, width, dropout)
-        self.layers = nn.ModuleList(
-            TransformerLayer(width, heads, ffn, dropout) for _ in range(layers)
+        self.embeddings = RegionEmbeddings(feature_dim, width, drop)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                width,
+                heads,
+                mlp_ratio=mlp_ratio,
+                norm_first=False,
+                norm_eps=LN_EPS,
+                drop=drop,
+                attn_drop=attn_drop,
+            )
+            for _ in range(depth)
         )
 
 
@@ -154,49 +169,62 @@ def check_schedule(text_at: Sequence[int], vision_at: Sequence[int], nt: int, nv
     """Co-attention positions: same count, non-decreasing, within the streams' depths."""
     if len(text_at) != len(vision_at):
         raise ConfigError(
-            f"coattention.text_at ({list(text_at)}) and coattention.vision_at "
-            f"({list(vision_at)}) must have the same length: one entry per co-attention block"
+            f"vilbert.coattention.text_at ({list(text_at)}) and vision_at ({list(vision_at)}) "
+            "must have the same length: one entry per co-attention block"
         )
     for name, at, depth in (("text_at", text_at, nt), ("vision_at", vision_at, nv)):
-        if any(not isinstance(i, int) or i < 0 or i > depth for i in at):
+        if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i <= depth for i in at):
             raise ConfigError(
-                f"coattention.{name}={list(at)}: every entry must be an int in [0, {depth}] "
-                f"(the number of stream layers run before that co-attention block)"
+                f"vilbert.coattention.{name}={list(at)}: every entry must be an int in "
+                f"[0, {depth}] (how many stream layers run before that co-attention block)"
             )
         if list(at) != sorted(at):
-            raise ConfigError(f"coattention.{name}={list(at)} must be non-decreasing")
+            raise ConfigError(f"vilbert.coattention.{name}={list(at)} must be non-decreasing")
 
 
 class TwoStreamEncoder(nn.Module):
-    """The ViLBERT encoder: text and visual streams exchanging information by co-attention."""
+    """The ViLBERT encoder: text and visual streams exchanging information by co-attention.
+
+    ``config``: the resolved ``vilbert`` config (``text_encoder``, ``text``, ``vision``,
+    ``coattention``).
+    """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
         t, v, c = config["text"], config["vision"], config["coattention"]
-        check_schedule(c["text_at"], c["vision_at"], t["layers"], v["layers"])
+        self.text = build_text_stream(config["text_encoder"], t)
+        self.vision = VisualStream(
+            v["feature_dim"],
+            v["width"],
+            v["depth"],
+            v["heads"],
+            v["mlp_ratio"],
+            v["drop"],
+            v["attn_drop"],
+        )
+        check_schedule(c["text_at"], c["vision_at"], len(self.text.blocks), len(self.vision.blocks))
         self.text_at = list(c["text_at"])
         self.vision_at = list(c["vision_at"])
-        self.text = TextStream(
-            config["vocab_size"],
-            t["width"],
-            t["layers"],
-            t["heads"],
-            t["ffn"],
-            t["max_positions"],
-            t["type_vocab"],
-            t["dropout"],
-        )
-        self.vision = VisualStream(
-            v["feature_dim"], v["width"], v["layers"], v["heads"], v["ffn"], v["dropout"]
-        )
+        tw, vw = int(self.text.width), v["width"]
+        text_ffn = int(tw * float(t.get("mlp_ratio", 4.0)))
         self.coattention = nn.ModuleList(
             CoAttentionBlock(
-                t["width"], v["width"], c["width"], c["heads"], t["ffn"], v["ffn"], c["dropout"]
+                tw,
+                vw,
+                c["width"],
+                c["heads"],
+                text_ffn,
+                int(vw * v["mlp_ratio"]),
+                c["drop"],
+                c["attn_drop"],
             )
             for _ in self.text_at
         )
-        self.text_pooler = nn.Linear(t["width"], c["width"])
-        self.vision_pooler = nn.Linear(v["width"], c["width"])
+        self.text_pooler = nn.Linear(tw, c["width"])
+        self.vision_pooler = nn.Linear(vw, c["width"])
+        # The text encoder initialised itself; the rest gets BERT's initialisation.
+        for module in (self.vision, self.coattention, self.text_pooler, self.vision_pooler):
+            init_bert_weights(module)
 
     def forward(
         self,
@@ -209,21 +237,27 @@ class TwoStreamEncoder(nn.Module):
     ) -> dict[str, Tensor]:
         """Returns ``text`` ``(B, T, Dt)``, ``vision`` ``(B, 1+R, Dv)``, ``vision_mask``
         ``(B, 1+R)``, ``pooled_text`` and ``pooled_vision`` ``(B, W)``."""
-        text_mask = None if text_mask is None else text_mask.bool()
-        t = self.text.embeddings(input_ids, token_type_ids)
-        v, v_mask = self.vision.embeddings(features, locations, region_mask)
+        if text_mask is None:
+            text_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        text_mask = text_mask.bool()
+        t = embed_text(self.text, input_ids, token_type_ids)  # (B, T, Dt)
+        v, v_mask = self.vision.embeddings(features, locations, region_mask)  # (B, 1+R, Dv)
+        t_attn, v_attn = text_mask[:, None, None, :], v_mask[:, None, None, :]
         ti = vi = 0  # stream layers run so far
         for k, block in enumerate(self.coattention):
-            for layer in self.text.layers[ti : self.text_at[k]]:
-                t = layer(t, text_mask)
-            for layer in self.vision.layers[vi : self.vision_at[k]]:
-                v = layer(v, v_mask)
+            for layer in self.text.blocks[ti : self.text_at[k]]:
+                t = layer(t, attn_mask=t_attn)
+            for layer in self.vision.blocks[vi : self.vision_at[k]]:
+                v = layer(v, attn_mask=v_attn)
             ti, vi = self.text_at[k], self.vision_at[k]
             t, v = block(t, text_mask, v, v_mask)
-        for layer in self.text.layers[ti:]:
-            t = layer(t, text_mask)
-        for layer in self.vision.layers[vi:]:
-            v = layer(v, v_mask)
+        for layer in self.text.blocks[ti:]:
+            t = layer(t, attn_mask=t_attn)
+        for layer in self.vision.blocks[vi:]:
+            v = layer(v, attn_mask=v_attn)
+        final_norm = getattr(self.text, "final_norm", None)
+        if final_norm is not None:
+            t = final_norm(t)
         return {
             "text": t,
             "vision": v,

@@ -208,3 +208,16 @@ def test_bad_inputs() -> None:
         model({"input_ids": torch.zeros(1, 9, dtype=torch.long)})
     with pytest.raises(ValueError, match="integer dtype"):
         model({"input_ids": torch.zeros(1, 8)})
+
+
+def test_standard_sizes_have_the_published_parameter_counts() -> None:
+    with torch.device("meta"):
+        clip_text = TextTransformer(output_dim=512)  # CLIP ViT-B text tower, 63M in the paper
+        bert_base = BertEncoder(pooler="tanh")  # bert-base-uncased: 109,482,240
+    n_clip = sum(p.numel() for p in clip_text.parameters())
+    n_bert = sum(p.numel() for p in bert_base.parameters())
+    print(f"CLIP text tower: {n_clip:,}; BERT-base: {n_bert:,} parameters")
+    block = 12 * 512 * 512 + 13 * 512
+    assert n_clip == 49408 * 512 + 77 * 512 + 12 * block + 2 * 512 + 512 * 512
+    assert abs(n_clip - 63.4e6) / 63.4e6 < 0.01
+    assert n_bert == 109_482_240

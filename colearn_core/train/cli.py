@@ -11,7 +11,7 @@ import argparse
 from ..cli import Command
 from ..hookspecs import Register, hookimpl
 
-__all__ = ["TRAIN_COMMAND"]
+__all__ = ["EVAL_COMMAND", "TRAIN_COMMAND"]
 
 _DESCRIPTION = """\
 Train a model from a YAML recipe: the method and its config, the dataset and the column for
@@ -93,6 +93,80 @@ TRAIN_COMMAND = Command(
 )
 
 
+_EVAL_DESCRIPTION = """\
+Run a recipe's eval tasks (its `eval:` list) on its evaluation split (data.eval_split, else
+data.split) with a trained model: by default the run folder's model/, written by
+`colearn train`; or any model folder or Hub repo id. Prints {task: {metric: value}} as JSON.
+"""
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = _EVAL_DESCRIPTION
+    p.add_argument("recipe", metavar="RECIPE.yaml", help="the recipe that names data and tasks")
+    p.add_argument(
+        "--model",
+        metavar="PATH|REPO_ID",
+        default=None,
+        help="a model folder or Hub repo id (default: <run folder>/model)",
+    )
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value (parsed as YAML), e.g. --set data.eval_split=test; "
+        "repeatable",
+    )
+    p.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        default=None,
+        help="the run folder whose model/ to evaluate (default: trainer.output_dir, else "
+        "runs/<recipe name>)",
+    )
+    p.add_argument("--save", metavar="FILE", default=None, help="also write the results here")
+    p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
+
+
+def _eval_run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from ..errors import ConfigError
+    from ..hub import from_hub
+    from .evaluate import eval_data, run_tasks
+    from .recipe import load_recipe
+    from .trainer import run_folder
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if not recipe.eval:
+        raise ConfigError(
+            f"{recipe.source} has no eval tasks; add `eval: [{{task: <name>, ...}}]` to it"
+        )
+    model_ref = args.model or str(run_folder(recipe, args.output_dir) / "model")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = from_hub(model_ref, args.revision, device=device)
+    results = run_tasks(model, recipe.eval, eval_data(recipe, model, device, args.batch_size))
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.save:
+        Path(args.save).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+EVAL_COMMAND = Command(
+    help="evaluate a trained model on a recipe's eval tasks",
+    add_arguments=_eval_arguments,
+    run=_eval_run,
+    description=_EVAL_DESCRIPTION,
+)
+
+
 @hookimpl
 def register_commands(register: Register) -> None:
     register("train", TRAIN_COMMAND)
+    register("eval", EVAL_COMMAND)

@@ -41,7 +41,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ import torch.distributed as dist
 from ..errors import ColearnError, ConfigError
 from ..interfaces import Method
 from .data import Examples, load_split, make_loader, split_batch
+from .evaluate import EvalData, eval_data, run_tasks
 from .optim import build_optimizer, build_scheduler
 from .recipe import Recipe, recipe_to_dict
 
@@ -64,6 +65,7 @@ __all__ = [
     "Trainer",
     "find_checkpoints",
     "latest_checkpoint",
+    "run_folder",
     "train",
 ]
 
@@ -88,6 +90,12 @@ class TrainResult:
     step: int
     losses: dict[str, float] = field(default_factory=dict)
     eval: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def run_folder(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
+    """The run folder: ``output_dir``, else ``trainer.output_dir``, else ``runs/<recipe name>``."""
+    stem = Path(recipe.source.split(" (with --set")[0]).stem or "run"
+    return Path(output_dir or recipe.trainer.output_dir or Path("runs") / stem).absolute()
 
 
 # --- checkpoint folders ---------------------------------------------------------------------
@@ -182,22 +190,6 @@ def _resolve_trackers(names: Sequence[str] | None) -> list[str]:
     return out
 
 
-class _OnDevice:
-    """A re-iterable view of a DataLoader whose batches are moved to ``device``."""
-
-    def __init__(self, loader: Any, device: torch.device) -> None:
-        self.loader, self.device = loader, device
-
-    def __iter__(self) -> Iterator[Any]:
-        from accelerate.utils import send_to_device
-
-        for batch in self.loader:
-            yield send_to_device(batch, self.device)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-
 # --- the trainer ----------------------------------------------------------------------------
 
 
@@ -222,8 +214,7 @@ class Trainer:
 
         self.recipe = recipe
         t, d = recipe.trainer, recipe.data
-        stem = Path(recipe.source.split(" (with --set")[0]).stem or "run"
-        self.run_dir = Path(output_dir or t.output_dir or Path("runs") / stem).absolute()
+        self.run_dir = run_folder(recipe, output_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.resume = resume
 
@@ -307,7 +298,7 @@ class Trainer:
         # Different dropout masks in each process from here on (a resume restores them).
         set_seed(t.seed, device_specific=True)
 
-        self._eval_data: _OnDevice | None = None
+        self._eval_data: EvalData | None = None
         self.eval_history: list[dict[str, Any]] = []
         self.last_eval: dict[str, dict[str, float]] = {}
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -639,47 +630,15 @@ class Trainer:
 
     # --- evaluation -------------------------------------------------------------------------
 
-    def eval_data(self) -> _OnDevice:
-        """Batches of ``data.eval_split`` (or ``data.split``) for the evaluation tasks."""
-        if self._eval_data is None:
-            d, t = self.recipe.data, self.recipe.trainer
-            split = d.eval_split or d.split
-            examples = Examples(
-                load_split(d, split),
-                d.columns,
-                self.method.modalities,
-                label_column=d.label_column,
-                name=f"dataset {d.dataset!r} split {split!r}",
-            )
-            loader, _ = make_loader(
-                examples,
-                t.batch_size // self.accum,
-                seed=t.seed,
-                shuffle=False,
-                drop_last=False,
-                num_workers=d.num_workers,
-            )
-            self._eval_data = _OnDevice(loader, self.accelerator.device)
-        return self._eval_data
-
     def evaluate(self, step: int) -> dict[str, dict[str, float]]:
         """Run every ``eval`` task on the main process; log and save ``<run>/eval.json``."""
-        from ..registry import registries
-
         acc = self.accelerator
         results: dict[str, dict[str, float]] = {}
         if acc.is_main_process:
-            method = self.method
-            method.eval()
-            devices = [acc.device] if acc.device.type == "cuda" else []
-            # Evaluation must not move the training RNG: a resumed run would diverge.
-            with torch.random.fork_rng(devices=devices), torch.no_grad(), acc.autocast():
-                for i, entry in enumerate(self.recipe.eval):
-                    task = registries.tasks.get(entry.task)(**entry.args)
-                    metrics = task.evaluate(method, self.eval_data())
-                    key = entry.task if entry.task not in results else f"{entry.task}#{i}"
-                    results[key] = {k: float(v) for k, v in metrics.items()}
-            method.train()
+            if self._eval_data is None:
+                self._eval_data = eval_data(self.recipe, self.method, acc.device)
+            with acc.autocast():
+                results = run_tasks(self.method, self.recipe.eval, self._eval_data)
             self.eval_history.append({"step": step, "results": results})
             _write_json(
                 self.run_dir / "eval.json",

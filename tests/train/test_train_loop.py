@@ -256,3 +256,15 @@ def test_marker_is_written_last(make_recipe, tmp_path):
     }
     newest = max(p.stat().st_mtime_ns for p in folder.iterdir())
     assert (folder / CHECKPOINT_MARKER).stat().st_mtime_ns == newest
+
+
+def test_eval_command_reproduces_the_final_evaluation(make_recipe, tmp_path, capsys):
+    path, recipe = make_recipe("trainer.max_steps=3", "eval=[{task: toy-retrieval}]")
+    run = tmp_path / "run"
+    result = train(recipe, output_dir=run)
+    capsys.readouterr()
+    saved = tmp_path / "eval.json"
+    assert main(["eval", str(path), "--output-dir", str(run), "--save", str(saved)]) == 0
+    assert json.loads(capsys.readouterr().out) == result.eval == json.loads(saved.read_text())
+    assert main(["eval", str(path), "--set", "eval=[]"]) == 1
+    assert "has no eval tasks" in capsys.readouterr().err

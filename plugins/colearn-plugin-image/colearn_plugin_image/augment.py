@@ -132,6 +132,13 @@ def resized_crop_flip(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def _indices_per_row(masks: Tensor) -> list[Tensor]:
+    """For a bool ``(G, B)`` matrix, the column indices of each row's True entries."""
+    hits = masks.nonzero()  # (K, 2), row-major, so each row's hits are contiguous
+    counts = torch.bincount(hits[:, 0], minlength=masks.shape[0]).tolist()
+    return list(torch.split(hits[:, 1], counts))
+
+
 class SimCLRAugment:
     """Callable ``(images (B, C, H, W) in [0, 1], generator) -> augmented images``.
 
@@ -275,24 +282,37 @@ class SimCLRAugment:
             x = torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
         else:
             x = x.clone()  # the ops below write into x in place
+        # Which examples each masked op touches, found with one host sync for all of them
+        # (one per op would stall a GPU sixteen times).
+        jitter_ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
+        if C != 3:  # saturation and hue need colour
+            jitter_ops = jitter_ops[:2]
+        rows: list[Tensor] = []
         if "jitter" in self.ops:
-            x = self._jitter(x, jitter_on, factors, order)
-        if "grayscale" in self.ops and C == 3 and gray_on.any():
-            idx = gray_on.nonzero().squeeze(1)
-            x.index_copy_(0, idx, rgb_to_grayscale(x.index_select(0, idx)).expand(-1, 3, H, W))
-        if "blur" in self.ops and blur_on.any():
-            idx = blur_on.nonzero().squeeze(1)
-            blurred = gaussian_blur(x.index_select(0, idx), sigma[idx], self.kernel_size(H, W))
-            x.index_copy_(0, idx, blurred)
-        return x
-
-    def _jitter(self, x: Tensor, on: Tensor, factors: Tensor, order: Tensor) -> Tensor:
-        ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
-        if x.shape[1] != 3:  # saturation and hue need colour
-            ops = ops[:2]
-        for step in range(4):
-            for op_index, op in enumerate(ops):
-                idx = (on & (order[:, step] == op_index)).nonzero().squeeze(1)
-                if idx.numel():
-                    x.index_copy_(0, idx, op(x.index_select(0, idx), factors[idx, op_index]))
+            rows += [
+                jitter_on & (order[:, step] == k)
+                for step in range(4)
+                for k in range(len(jitter_ops))
+            ]
+        if "grayscale" in self.ops and C == 3:
+            rows.append(gray_on)
+        if "blur" in self.ops:
+            rows.append(blur_on)
+        groups = iter(_indices_per_row(torch.stack(rows)) if rows else [])
+        if "jitter" in self.ops:
+            for _step in range(4):
+                for k, op in enumerate(jitter_ops):
+                    idx = next(groups)
+                    if idx.numel():
+                        x.index_copy_(0, idx, op(x.index_select(0, idx), factors[idx, k]))
+        if "grayscale" in self.ops and C == 3:
+            idx = next(groups)
+            if idx.numel():
+                gray = rgb_to_grayscale(x.index_select(0, idx)).expand(-1, 3, H, W)
+                x.index_copy_(0, idx, gray)
+        if "blur" in self.ops:
+            idx = next(groups)
+            if idx.numel():
+                blurred = gaussian_blur(x.index_select(0, idx), sigma[idx], self.kernel_size(H, W))
+                x.index_copy_(0, idx, blurred)
         return x

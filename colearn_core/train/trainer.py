@@ -404,10 +404,16 @@ class Trainer:
         """Average parameter gradients over processes (what DDP does in its backward)."""
         if self.processes == 1:
             return
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        # A parameter with a gradient on any process gets one (zeros) on all, so that every
+        # process reduces the same list; one used nowhere keeps None, as in one process.
+        device = self.accelerator.device
+        used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
+        dist.all_reduce(used, op=dist.ReduceOp.MAX)
         grads = []
-        for p in self.method.parameters():
-            if p.requires_grad:
-                if p.grad is None:  # keep every process's list of tensors the same
+        for p, anywhere in zip(params, used.tolist()):
+            if anywhere:
+                if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 grads.append(p.grad)
         bucket: list[torch.Tensor] = []

@@ -13,6 +13,7 @@ from .errors import (
     ColearnError,
     ConfigError,
     DuplicateNameError,
+    InputError,
     PluginLoadError,
     UnknownNameError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Encoder",
     "EncoderOutput",
     "Fusion",
+    "InputError",
     "Loss",
     "Method",
     "Modality",

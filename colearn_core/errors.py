@@ -6,6 +6,7 @@ __all__ = [
     "ColearnError",
     "ConfigError",
     "DuplicateNameError",
+    "InputError",
     "PluginLoadError",
     "UnknownNameError",
 ]
@@ -17,6 +18,11 @@ class ColearnError(Exception):
 
 class ConfigError(ColearnError, ValueError):
     """A recipe, config or argument is invalid; the message names the key and the fix."""
+
+
+class InputError(ColearnError, ValueError):
+    """A raw sample cannot be used; the message names the modality, the example index and
+    what was expected. Modality plugins raise this (or a subclass) for bad input."""
 
 
 class UnknownNameError(ColearnError, LookupError):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from colearn_core import ColearnError, ConfigError
+from colearn_core import ConfigError, InputError
 
 __all__ = [
     "SampleError",
@@ -36,7 +36,7 @@ _SINGLE_CHANNEL_MODES = ("L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _CHANNELS = {"LA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBX": 4, "CMYK": 4}
 
 
-class SampleError(ColearnError, ValueError):
+class SampleError(InputError):
     """A raw sample a modality cannot use. The message names the modality and the example."""
 
     def __init__(self, modality: str, index: int | None, message: str) -> None:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from colearn_core import ColearnError, ConfigError, Modality
+from colearn_core import ConfigError, InputError, Modality
 
 from .vit import to_2tuple
 
@@ -43,7 +43,7 @@ _KEYS = {"image_size", "channels", "mean", "std", "resize", "interpolation"} | _
 _FLOAT_TOLERANCE = 1e-3  # float pixels may overshoot [0, 1] by rounding
 
 
-class ImageInputError(ColearnError, ValueError):
+class ImageInputError(InputError):
     """A sample the image modality cannot turn into pixels."""
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from colearn_core import ColearnError, ConfigError, Modality
+from colearn_core import ConfigError, InputError, Modality
 
 from .tokenizer import STYLES, TINY_CORPUS, TextTokenizer, load_tokenizer, train_bpe_tokenizer
 
@@ -20,7 +20,7 @@ _KEYS = {"tokenizer", "style", "context_length", "special_tokens", "vocab_size",
 TOKENIZER_FILE = "tokenizer.json"
 
 
-class TextInputError(ColearnError, ValueError):
+class TextInputError(InputError):
     """A sample the text modality cannot tokenise."""
 
 

@@ -13,6 +13,7 @@ CORE_HOOK_MODULES: tuple[str, ...] = (
     "colearn_core.losses",
     "colearn_core.hub.cli",
     "colearn_core.scaffold",
+    "colearn_core.embed",
 )
 
 

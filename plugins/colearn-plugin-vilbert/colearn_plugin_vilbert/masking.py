@@ -127,7 +127,8 @@ def swap_captions(
     generator: torch.Generator | None = None,
     fraction: float = 0.5,
 ) -> CaptionSwap:
-    """Give ``round(fraction * B)`` randomly chosen examples another example's caption.
+    """Give ``fraction * B`` randomly chosen examples another example's caption (rounded up or
+    down at random when not whole).
 
     The partner of a chosen example is drawn uniformly among the other B-1 examples.
     input_ids: ``(B, T)``; attention_mask: ``(B, T)`` (to compare captions, padding ignored).
@@ -136,7 +137,9 @@ def swap_captions(
     device = input_ids.device
     index = torch.arange(b)
     if b >= 2 and fraction > 0:
-        n_swap = int(round(fraction * b))
+        # fraction * B rounded up or down at random, so odd batches average exactly fraction
+        exact = fraction * b
+        n_swap = int(exact) + int(float(torch.rand((), generator=generator)) < exact - int(exact))
         chosen = torch.randperm(b, generator=generator)[:n_swap]
         offset = torch.randint(1, b, (n_swap,), generator=generator)
         index[chosen] = (chosen + offset) % b

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,6 +284,8 @@ class FasterRCNNExtractor(RegionExtractor):
         m = self.model
         images, _ = m.transform([x])
         feats = m.backbone(images.tensors)
+        if isinstance(feats, Tensor):  # single-map backbones, as GeneralizedRCNN wraps them
+            feats = OrderedDict([("0", feats)])
         if boxes is None:
             proposals, _ = m.rpn(images, feats)
             detections, _ = m.roi_heads(feats, proposals, images.image_sizes)

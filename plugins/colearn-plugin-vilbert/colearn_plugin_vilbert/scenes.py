@@ -191,6 +191,17 @@ def make_scenes(
     return [make_scene(images, by_class, g, **options) for _ in range(n)]
 
 
+@lru_cache(maxsize=2)
+def _items(split: str, root: str | None) -> tuple[Tensor, list[Tensor]]:
+    """Fashion-MNIST images of ``split`` and, per class, their indices (read once)."""
+    from colearn_plugin_image.fashion_mnist import load_fashion_mnist_arrays
+
+    images, labels = (
+        torch.from_numpy(a.copy()) for a in load_fashion_mnist_arrays(split, root=root)
+    )
+    return images, [torch.nonzero(labels == c).flatten() for c in range(len(CLASS_NAMES))]
+
+
 def make_nsp_pairs(
     documents: Sequence[Sequence[str]], generator: torch.Generator, prob_next: float = 0.5
 ) -> list[tuple[str, str, int]]:
@@ -215,13 +226,24 @@ def make_nsp_pairs(
 def scene_regions(
     scenes: Sequence[Scene], mode: str = "ground-truth", detector: Any = None, grid: int = 3
 ) -> list[dict[str, Any]]:
-    """Per scene the ``regions`` column: boxes, features, class distributions, image size."""
+    """Per scene the ``regions`` column: boxes, features, class distributions, image size.
+
+    ``detector``: a crop classifier, ``"fashion-mnist"`` / None (the cached trained one) or
+    ``"untrained"`` (a seeded random one: fast, for smoke tests only).
+    """
+    from .detector import FashionDetector, load_detector
     from .regions import BoxCropExtractor, GridExtractor
 
-    if detector is None:
-        from .detector import load_detector
-
+    if detector is None or detector == "fashion-mnist":
         detector = load_detector()
+    elif detector == "untrained":
+        with torch.random.fork_rng():  # seeded without moving the caller's RNG
+            torch.manual_seed(0)
+            detector = FashionDetector().eval()
+    elif isinstance(detector, str):
+        raise ValueError(
+            f"fashion-scenes detector must be 'fashion-mnist' or 'untrained', got {detector!r}"
+        )
     if mode == "ground-truth":
         extractor: Any = BoxCropExtractor(detector)
     elif mode == "grid":
@@ -247,7 +269,7 @@ def build_fashion_scenes(
     max_items: int = 4,
     grid: int = 3,
     fashion_mnist_dir: str | None = None,
-    detector: Any = None,
+    detector: Any = "fashion-mnist",
 ) -> Any:
     """The ``fashion-scenes`` dataset builder: a ``datasets.DatasetDict`` with ``train``
     (``n_train`` scenes) and ``test`` (``n_test``), or one ``split`` as a ``Dataset``.
@@ -257,8 +279,9 @@ def build_fashion_scenes(
     ``answer`` -- an index into :data:`ANSWERS` -- and ``answer_text``); ``"nsp"``: BERT
     next-sentence pairs from the captions (``text`` = ``[A, B]``, which the text modality
     encodes as ``[CLS] A [SEP] B [SEP]``; ``sentence_a``, ``sentence_b``; ``is_next``), no
-    images. ``regions``: ``"ground-truth"`` boxes or a ``grid``, described by the detector
-    (default: the cached Fashion-MNIST classifier, trained on first use).
+    images. ``regions``: ``"ground-truth"`` boxes or a ``grid``, described by ``detector``
+    (``"fashion-mnist"``: the cached Fashion-MNIST classifier, trained on first use;
+    ``"untrained"``: a random one for smoke tests; or a crop-classifier object).
     Results are cached in memory per argument set (the trainer asks for each split).
     """
     import datasets
@@ -269,8 +292,8 @@ def build_fashion_scenes(
     parts = {}
     for name, n in (("train", n_train), ("test", n_test)):
         if split is None or split == name:
-            if detector is None:
-                parts[name] = _cached_split(name, n, *args)
+            if detector is None or isinstance(detector, str):
+                parts[name] = _cached_split(name, n, *args, detector)
             else:
                 parts[name] = _build_split(name, n, *args, detector=detector)
     return parts[split] if split is not None else datasets.DatasetDict(parts)

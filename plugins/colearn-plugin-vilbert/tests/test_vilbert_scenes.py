@@ -1,0 +1,126 @@
+"""fashion-scenes: geometry, captions and answers agree with the boxes; the builder's columns."""
+
+import re
+
+import pytest
+import torch
+from colearn_plugin_vilbert.scenes import ANSWERS, CLASS_NAMES, make_scenes, relation
+from colearn_plugin_vilbert.vocab import TOKENIZER, corpus
+
+from colearn_core import registries
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return make_scenes(40, "train", seed=3)
+
+
+def _centre(box):
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def test_scenes_have_two_to_four_distinct_non_overlapping_items(scenes):
+    counts = set()
+    for s in scenes:
+        counts.add(len(s.labels))
+        assert 2 <= len(s.labels) <= 4 and len(set(s.labels)) == len(s.labels)
+        for i, a in enumerate(s.boxes):
+            assert 0 <= a[0] < a[2] <= 96 and 0 <= a[1] < a[3] <= 96
+            assert 20 <= a[2] - a[0] <= 32
+            for b in s.boxes[i + 1 :]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+            x1, y1, x2, y2 = (int(v) for v in a)
+            assert s.image[y1:y2, x1:x2].float().mean() > 5, "an item is drawn in its box"
+    assert counts == {2, 3, 4}
+
+
+def test_captions_name_the_items_and_true_relations(scenes):
+    for s in scenes:
+        names = [CLASS_NAMES[c] for c in s.labels]
+        first = s.sentences[0]
+        for name in names:
+            assert name in first
+        # listed from left to right
+        order = sorted(names, key=lambda n: _centre(s.boxes[names.index(n)])[0])
+        positions = [first.index(f" {n}") for n in order]
+        assert positions == sorted(positions)
+        assert len(s.sentences) == len(names)  # the list + one relation per chained pair
+        for sentence in s.sentences[1:]:
+            body = sentence.removeprefix("the ").removesuffix(".")
+            for rel in ("left of", "right of", "above", "below"):
+                if f" is {rel} the " in body:
+                    a, b = body.split(f" is {rel} the ")
+                    box_a, box_b = s.boxes[names.index(a)], s.boxes[names.index(b)]
+                    assert relation(box_a, box_b) == rel
+                    ca, cb = _centre(box_a), _centre(box_b)
+                    axis = 0 if rel in ("left of", "right of") else 1
+                    sign = -1 if rel in ("left of", "above") else 1
+                    assert sign * (ca[axis] - cb[axis]) > 0
+                    break
+            else:
+                raise AssertionError(f"no relation in {sentence!r}")
+
+
+def test_answers_are_consistent_with_the_scene(scenes):
+    types = set()
+    for s in scenes:
+        names = [CLASS_NAMES[c] for c in s.labels]
+        for qtype, question, answer in s.qa:
+            types.add(qtype)
+            assert answer in ANSWERS
+            if qtype == "count":
+                assert answer == {2: "two", 3: "three", 4: "four"}[len(names)]
+            elif qtype == "exist":
+                asked = question.removesuffix("?").split(" ", 3)[3]  # "is there a(n) X?"
+                assert asked in CLASS_NAMES
+                assert (answer == "yes") == (asked in names)
+            elif qtype == "extreme":
+                word = question.split()[3]
+                axis, sign = {
+                    "leftmost": (0, -1),
+                    "rightmost": (0, 1),
+                    "topmost": (1, -1),
+                    "lowest": (1, 1),
+                }[word]
+                best = max(range(len(names)), key=lambda i: sign * _centre(s.boxes[i])[axis])
+                assert answer == names[best]
+    assert types == {"count", "exist", "relation", "extreme"}
+
+
+def test_scenes_are_reproducible_and_splits_differ():
+    a, b = make_scenes(3, "train", seed=1), make_scenes(3, "train", seed=1)
+    assert all(torch.equal(x.image, y.image) and x.caption == y.caption for x, y in zip(a, b))
+    c = make_scenes(3, "test", seed=1)
+    assert not torch.equal(a[0].image, c[0].image)
+
+
+def test_builder_columns_and_soft_detector_distributions():
+    build = registries.datasets.get("fashion-scenes")
+    data = build(n_train=6, n_test=4, detector="untrained")
+    assert set(data) == {"train", "test"} and len(data["train"]) == 6 and len(data["test"]) == 4
+    row = data["train"][0]
+    assert row["image"].size == (96, 96)
+    regions = row["regions"]
+    assert len(regions["boxes"]) == len(row["labels"]) == len(regions["features"])
+    probs = torch.tensor(regions["class_probs"])
+    assert torch.allclose(probs.sum(-1), torch.ones(len(probs)), atol=1e-5)
+    assert (probs.max(-1).values < 1).all(), "detector distributions are soft, not one-hot"
+    vqa = build(n_train=5, n_test=2, task="vqa", split="train", detector="untrained")
+    assert len(vqa) >= 5 * 3 and {"question", "answer", "answer_text"} <= set(vqa.column_names)
+    assert all(ANSWERS[a] == t for a, t in zip(vqa["answer"], vqa["answer_text"]))
+    nsp = build(n_train=20, n_test=2, task="nsp", split="train")
+    assert len(nsp[0]["text"]) == 2 and set(nsp["is_next"]) == {0, 1}
+    with pytest.raises(ValueError, match="splits 'train' and 'test'"):
+        build(split="validation")
+
+
+def test_shipped_tokenizer_covers_the_scene_language_word_for_word():
+    from colearn_plugin_text.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(TOKENIZER)
+    for line in corpus(50):
+        encoded = tok.encode(line, add_special_tokens=False)
+        pieces = [t for t, m in zip(encoded.tokens, encoded.attention_mask) if m]
+        assert "[UNK]" not in pieces
+        # every word is one token, every punctuation mark one ('t-shirt' is t, -, shirt)
+        assert len(pieces) == len(re.findall(r"[a-z]+|[^\sa-z]", line)), (line, pieces)

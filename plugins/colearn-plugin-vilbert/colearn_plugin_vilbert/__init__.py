@@ -4,8 +4,9 @@ regions, its pretraining tasks, region extractors and the fashion-scenes dataset
 Registers: method ``vilbert`` (and ``vilbert-text``, BERT pretraining of its text stream),
 fusion ``co-attention``, modality ``regions``, losses ``vilbert-masked-lm``,
 ``vilbert-masked-region-kl``, ``vilbert-alignment``, tasks ``vilbert-pretraining``,
-``vilbert-retrieval``, ``vilbert-vqa``, dataset ``fashion-scenes`` and the command
-``vilbert-import``. Only hook implementations live here; modules load inside the hooks.
+``vilbert-text-pretraining``, ``vilbert-retrieval``, ``vilbert-vqa``, dataset
+``fashion-scenes`` and the command ``vilbert-import``. Only hook implementations live here;
+modules load inside the hooks.
 """
 
 from colearn_core import hookimpl
@@ -38,9 +39,10 @@ def register_losses(register):
 
 @hookimpl
 def register_tasks(register):
-    from .tasks import PretrainingEval, RetrievalTask, VQATask
+    from .tasks import PretrainingEval, RetrievalTask, TextPretrainingEval, VQATask
 
     register("vilbert-pretraining", PretrainingEval)
+    register("vilbert-text-pretraining", TextPretrainingEval)
     register("vilbert-retrieval", RetrievalTask)
     register("vilbert-vqa", VQATask)
 

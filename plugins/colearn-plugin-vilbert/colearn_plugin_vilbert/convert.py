@@ -234,7 +234,8 @@ def vilbert_from_official(
     config = config_from_official(official_config, **overrides)
     if not config.get("answers"):
         for key in [k for k in converted if k.startswith("vqa_head.")]:
-            unused[key] = "set answers (the VQA answer vocabulary) to import the VQA head"
+            official = "vil_prediction.logit_fc." + key.removeprefix("vqa_head.")
+            unused[official] = "set answers (the VQA answer vocabulary) to import the VQA head"
             del converted[key]
     model = ViLBERT(config)
     own = model.state_dict()

@@ -7,6 +7,7 @@
 - ``vilbert-retrieval``: caption -> image retrieval by alignment score over ``max_images``
   held-out pairs: every caption is scored against every image; R@1/5/10.
 - ``vilbert-vqa``: answer accuracy of a model fine-tuned with ``objective: vqa``.
+- ``vilbert-text-pretraining``: masked-LM and next-sentence accuracy of ``vilbert-text``.
 
 ``data`` is an iterable of collated batches (``{"text": ..., "regions": ..., "label"}``).
 """
@@ -24,7 +25,13 @@ from colearn_core import Batch, ConfigError, Task
 
 from .masking import IGNORE_INDEX
 
-__all__ = ["PretrainingEval", "RetrievalTask", "VQATask", "concat_batches"]
+__all__ = [
+    "PretrainingEval",
+    "RetrievalTask",
+    "TextPretrainingEval",
+    "VQATask",
+    "concat_batches",
+]
 
 
 def _check_method(model: Any, task: str) -> None:
@@ -193,3 +200,37 @@ class VQATask(Task):
         if total == 0:
             raise ValueError("vilbert-vqa: the evaluation data is empty")
         return {"accuracy": correct / total, "questions": float(total)}
+
+
+class TextPretrainingEval(Task):
+    """Masked-LM and next-sentence accuracy of a ``vilbert-text`` model on held-out pairs.
+
+    Config: ``seed`` (0): the token masking of batch i uses seed ``seed * 100003 + i``.
+    """
+
+    name = "vilbert-text-pretraining"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+
+    @torch.no_grad()
+    def evaluate(self, model: Any, data: Iterable[Batch]) -> dict[str, float]:
+        if not hasattr(model, "nsp_head"):
+            raise ConfigError(f"task {self.name!r} evaluates a 'vilbert-text' model")
+        mlm_correct = mlm_total = nsp_correct = nsp_total = 0
+        for i, batch in enumerate(data):
+            out = model(dict(batch, seed=int(self.config["seed"]) * 100_003 + i))
+            labels = out.logits["mlm_labels"]
+            selected = labels != IGNORE_INDEX
+            pred = out.logits["masked_lm"].argmax(-1)
+            mlm_correct += int((pred[selected] == labels[selected]).sum())
+            mlm_total += int(selected.sum())
+            is_next = batch.get("label", batch.get("is_next"))
+            if is_next is not None:
+                nsp = out.logits["next_sentence"].argmax(-1)
+                nsp_correct += int((nsp == is_next).sum())
+                nsp_total += len(is_next)
+        metrics = {"masked_lm_accuracy": mlm_correct / max(mlm_total, 1)}
+        if nsp_total:
+            metrics["next_sentence_accuracy"] = nsp_correct / nsp_total
+        return metrics

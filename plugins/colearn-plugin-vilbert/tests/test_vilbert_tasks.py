@@ -1,0 +1,181 @@
+"""Evaluation tasks: metric arithmetic on controlled models, and a tiny trainer run."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from colearn_plugin_vilbert.model import ViLBERT, tiny_config
+from colearn_plugin_vilbert.scenes import ANSWERS
+from colearn_plugin_vilbert.vocab import TOKENIZER
+
+from colearn_core import registries
+from colearn_core.cli import main
+
+
+def _batches(n=12, per=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, n, per):
+        b = min(per, n - start)
+        ids = torch.randint(5, 40, (b, 8), generator=g)
+        ids[:, 1] = torch.arange(start, start + b) + 5  # caption "names" its image
+        r = 2 + start // per % 2  # batches with different region counts
+        feats = torch.randn(b, r, 12, generator=g)
+        feats[:, 0, 0] = torch.arange(start, start + b).float()  # image id
+        out.append(
+            {
+                "text": {"input_ids": ids, "attention_mask": torch.ones(b, 8, dtype=torch.long)},
+                "regions": {
+                    "features": feats,
+                    "locations": torch.rand(b, r, 5, generator=g),
+                    "mask": torch.ones(b, r, dtype=torch.bool),
+                    "class_probs": torch.softmax(torch.randn(b, r, 6, generator=g), -1),
+                },
+                "label": torch.randint(0, 3, (b,), generator=g),
+            }
+        )
+    return out
+
+
+class Oracle(ViLBERT):
+    """Scores a pair by how close the caption's id token is to the image's id feature."""
+
+    def alignment_score(self, text, regions):
+        return -(text["input_ids"][:, 1].float() - 5 - regions["features"][:, 0, 0]).abs()
+
+
+def test_retrieval_recall_on_an_oracle_and_a_reversed_oracle():
+    task = registries.tasks.get("vilbert-retrieval")(max_images=10, chunk=7)
+    oracle = Oracle(tiny_config())
+    metrics = task.evaluate(oracle, _batches())
+    assert metrics == {"R@1": 1.0, "R@5": 1.0, "R@10": 1.0, "images": 10.0, "median_rank": 1.0}
+
+    class Reversed(Oracle):
+        def alignment_score(self, text, regions):
+            return -super().alignment_score(text, regions)
+
+    m = task.evaluate(Reversed(tiny_config()), _batches())
+    # the own image is the farthest for most captions: ranks 6..10 of 10
+    assert m["R@1"] == 0.0 and m["R@5"] == 0.0 and m["R@10"] == 1.0
+
+
+def test_retrieval_scores_are_the_model_alignment_log_odds():
+    torch.manual_seed(0)
+    model = ViLBERT(tiny_config()).eval()
+    task = registries.tasks.get("vilbert-retrieval")(max_images=5)
+    batches = _batches(n=5, per=5)
+    s = task.scores(model, batches)
+    b = batches[0]
+    with torch.no_grad():
+        logits = model.alignment_logits(
+            {k: v[[2]] for k, v in b["text"].items()}, {k: v[[4]] for k, v in b["regions"].items()}
+        )
+    assert torch.allclose(s[2, 4], logits[0, 1] - logits[0, 0], atol=1e-5)
+    m = task.evaluate(model, batches)
+    assert 0 <= m["R@1"] <= m["R@5"] <= m["R@10"] == 1.0
+
+
+def test_pretraining_eval_metrics_and_unigram_baseline():
+    torch.manual_seed(0)
+    model = ViLBERT(tiny_config(masking={"region_prob": 0.5})).eval()
+    task = registries.tasks.get("vilbert-pretraining")(seed=1)
+    batches = _batches()
+    m = task.evaluate(model, batches)
+    assert m["pairs"] == 12 and 0 <= m["alignment_accuracy"] <= 1
+    assert m["masked_regions"] > 0 and m["masked_region_kl"] > 0
+    # the baseline: KL from each masked region's distribution to the mean distribution
+    probs = torch.cat([b["regions"]["class_probs"].reshape(-1, 6) for b in batches])
+    unigram = probs.mean(0)
+    selected = []
+    for i, b in enumerate(batches):
+        g = torch.Generator().manual_seed(100_003 + i)
+        selected.append(
+            b["regions"]["class_probs"][model.prepare_pretraining(b, g).region_selected]
+        )
+    p = torch.cat(selected)
+    expected = (p * (p.log() - unigram.log())).sum(-1).mean()
+    assert abs(m["unigram_kl"] - expected.item()) < 1e-5
+    assert task.evaluate(model, batches) == m, "evaluation must be deterministic"
+
+
+def test_vqa_accuracy_counts_correct_answers():
+    class Fixed(ViLBERT):
+        def forward(self, batch):
+            from colearn_core import ModelOutput
+
+            return ModelOutput(
+                logits={"vqa": F.one_hot(torch.ones_like(batch["label"]), 3).float()}
+            )
+
+    model = Fixed(tiny_config(objective="vqa", answers=["a", "b", "c"]))
+    batches = _batches()
+    expected = sum(int((b["label"] == 1).sum()) for b in batches) / 12
+    assert registries.tasks.get("vilbert-vqa")().evaluate(model, batches)["accuracy"] == expected
+    with pytest.raises(Exception, match="objective 'vqa'"):
+        registries.tasks.get("vilbert-vqa")().evaluate(ViLBERT(tiny_config()), batches)
+
+
+def _recipe(tmp_path, method_config, data, eval_tasks):
+    recipe = {
+        "method": {"name": "vilbert", "config": method_config},
+        "data": data,
+        "optim": {"lr": 1.0e-3, "warmup_steps": 1},
+        "trainer": {
+            "max_steps": 2,
+            "batch_size": 4,
+            "seed": 0,
+            "log_every": 1,
+            "output_dir": str(tmp_path / "run"),
+            "trackers": [],
+        },
+        "eval": eval_tasks,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_colearn_train_runs_vilbert_on_fashion_scenes(tmp_path):
+    small = {k: v for k, v in tiny_config().items() if k in ("coattention",)}
+    config = {
+        "text": {"context_length": 64, "width": 32, "depth": 2, "heads": 4},
+        "vision": {"feature_dim": 64, "width": 48, "depth": 2, "heads": 4, "num_classes": 10},
+        **small,
+        "modalities": {
+            "text": {"tokenizer": str(TOKENIZER), "style": "bert", "context_length": 64},
+            "regions": {"max_regions": 4},
+        },
+    }
+    data = {
+        "dataset": "fashion-scenes",
+        "builder_args": {"n_train": 8, "n_test": 6, "detector": "untrained"},
+        "columns": {"text": "caption", "regions": "regions"},
+        "split": "train",
+        "eval_split": "test",
+    }
+    evals = [
+        {"task": "vilbert-pretraining"},
+        {"task": "vilbert-retrieval", "max_images": 6},
+    ]
+    assert main(["train", str(_recipe(tmp_path, config, data, evals))]) == 0
+    results = json.loads((tmp_path / "run" / "eval.json").read_text())["results"]
+    assert set(results["vilbert-retrieval"]) >= {"R@1", "R@5", "R@10"}
+    assert "unigram_kl" in results["vilbert-pretraining"]
+
+    # the pretrained model starts a VQA fine-tuning run
+    config_vqa = dict(
+        config, objective="vqa", answers=list(ANSWERS), init_from=str(tmp_path / "run" / "model")
+    )
+    data_vqa = dict(
+        data,
+        columns={"text": "question", "regions": "regions"},
+        label_column="answer",
+        builder_args={"n_train": 2, "n_test": 2, "task": "vqa", "detector": "untrained"},
+    )
+    out = tmp_path / "vqa"
+    out.mkdir()
+    assert main(["train", str(_recipe(out, config_vqa, data_vqa, [{"task": "vilbert-vqa"}]))]) == 0
+    vqa = json.loads((out / "run" / "eval.json").read_text())["results"]["vilbert-vqa"]
+    assert 0 <= vqa["accuracy"] <= 1

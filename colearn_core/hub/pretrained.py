@@ -7,9 +7,11 @@ assets (e.g. ``tokenizer.json``) and a ``README.md`` model card. Nothing is ever
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -132,7 +134,11 @@ def save_pretrained(
                 license=license,
             )
         _write_folder(model, tmp, config, max_shard_size=max_shard_size, card=model_card)
-        if target.exists():
+        if not target.exists():
+            os.replace(tmp, target)
+        elif not _exchange(tmp, target):  # tmp now holds the previous model, deleted below
+            # Two renames: a crash between them leaves the previous model in `old`, which
+            # from_hub's "no such model folder" error then points to.
             os.replace(target, old)
             try:
                 os.replace(tmp, target)
@@ -140,12 +146,36 @@ def save_pretrained(
                 os.replace(old, target)
                 raise
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so
+    that a crash leaves one complete folder or the other at each path. False where the system
+    or the file system cannot, and the caller falls back to two renames."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -225,6 +255,10 @@ def _full_model_keys(method: Any, config: Mapping[str, Any]) -> set[str]:
     return set(full.state_dict())
 
 
+def _dtype_name(tensor: Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
 def _match_state(
     model: nn.Module,
     loaded: dict[str, Tensor],
@@ -240,6 +274,13 @@ def _match_state(
         for k in sorted(expected)
         if k in loaded and loaded[k].shape != expected[k].shape
     ]
+    # load_state_dict would cast silently (an int tensor into floats, float16 into float32):
+    # a dtype the model was not built with means another model or a damaged file.
+    retyped = [
+        f"{k}: file {_dtype_name(loaded[k])} vs model {_dtype_name(expected[k])}"
+        for k in sorted(expected)
+        if k in loaded and loaded[k].dtype != expected[k].dtype
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {_short(missing)}")
@@ -247,6 +288,8 @@ def _match_state(
         problems.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatches ({len(mismatched)}): {_short(mismatched)}")
+    if retyped:
+        problems.append(f"dtype mismatches ({len(retyped)}): {_short(retyped)}")
     if problems:
         raise WeightsError(
             f"the weights in {source} do not match the model built from its {CONFIG_NAME}: "
@@ -309,6 +352,13 @@ def _is_local(repo_id_or_path: str | os.PathLike[str]) -> bool:
     if Path(text).expanduser().is_dir():
         return True
     if isinstance(repo_id_or_path, os.PathLike) or text.startswith((".", "/", "~", "\\")):
+        path = Path(text).expanduser()
+        left = sorted(path.parent.glob(f".{path.name}.old-*")) if path.name else []
+        if left:  # save_pretrained was killed between its two renames
+            raise ConfigError(
+                f"no such model folder: {text}; an interrupted save_pretrained left the "
+                f"previous model in {left[-1]}: rename it to {path.name} to load it"
+            )
         raise ConfigError(f"no such model folder: {text}")
     return False
 

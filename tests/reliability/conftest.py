@@ -3,7 +3,7 @@
 ``tests/hub`` and ``tests/train`` are put on ``sys.path`` (so their helper modules import), and
 their ``conftest.py`` files are loaded by path under other module names, so that their fixtures
 (``hub``, ``make_model``, ``make_recipe``, the accelerate reset) serve these tests too without a
-copy.
+copy. In these tests ``hub`` is a :class:`slow_hub.SlowHubServer`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,12 @@ def _load(path: Path, name: str) -> ModuleType:
     return module
 
 
+from slow_hub import SlowHubServer  # noqa: E402  (needs tests/hub on sys.path)
+
 _hub = _load(TESTS / "hub" / "conftest.py", "_reliability_hub_fixtures")
+# This copy of the Hub fixtures starts the server subclass whose weight downloads can be slowed
+# down or stalled (it serves everything else exactly as the Hub tests' server).
+_hub.HubServer = SlowHubServer
 _train = _load(TESTS / "train" / "conftest.py", "_reliability_train_fixtures")
 
 # Re-exported fixtures (pytest collects fixtures by name from this module).

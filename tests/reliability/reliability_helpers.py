@@ -14,19 +14,23 @@ from safetensors.torch import load_file
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 
-#: Environment of the subprocesses these tests start: only the toy plugin loads (a faster
-#: start), one thread each (CI has two cores), and the test folders importable.
-ENV = {
-    **os.environ,
-    "COLEARN_LOAD_PLUGINS": "colearn-plugin-toy",
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "PYTHONUNBUFFERED": "1",
-    "PYTHONPATH": os.pathsep.join(
-        [str(HERE), str(TESTS / "hub"), str(TESTS / "train")]
-        + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
-    ),
-}
+
+def child_env() -> dict[str, str]:
+    """The environment of the subprocesses these tests start: this process's (read now, so
+    that fixtures' settings such as ``HF_ENDPOINT`` pass on), only the toy plugin loading (a
+    faster start), one thread each (CI has two cores), and the test folders importable."""
+    return {
+        **os.environ,
+        "COLEARN_LOAD_PLUGINS": "colearn-plugin-toy",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(HERE), str(TESTS / "hub"), str(TESTS / "train")]
+            + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        ),
+    }
+
 
 PYTHON = sys.executable
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from reliability_helpers import ENV, HERE, PYTHON, max_abs_diff, model_weights
+from reliability_helpers import HERE, PYTHON, child_env, max_abs_diff, model_weights
 from safetensors.torch import load_file
 from train_helpers import BASE
 
@@ -54,7 +54,7 @@ def kill_run(recipe_path: Path, run: Path, fault: str, step: int, *extra: str) -
     """Run training until ``crash_train.py`` SIGKILLs it at ``fault`` on ``step``."""
     command = [PYTHON, str(HERE / "crash_train.py"), fault, str(step), "--"]
     command += [str(recipe_path), "--output-dir", str(run), *extra]
-    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=120)
     output = done.stdout + done.stderr
     assert done.returncode == -signal.SIGKILL, f"not killed (code {done.returncode}):\n{output}"
     return output

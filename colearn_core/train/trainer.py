@@ -576,9 +576,19 @@ class Trainer:
     def _truncate_logs(self, step: int) -> None:
         """Forget log lines and evaluations of steps after ``step`` (from a killed run)."""
         if self.metrics_path.is_file():
-            lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-            self.metrics_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            kept = []
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line torn by the crash (or a full disk)
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("step"), int):
+                    if row["step"] <= step:
+                        kept.append(line)
+            # replaced in one step: a crash now must not lose the lines that are kept
+            tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
+            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, self.metrics_path)
         eval_path = self.run_dir / "eval.json"
         if eval_path.is_file():
             history = json.loads(eval_path.read_text(encoding="utf-8")).get("history", [])

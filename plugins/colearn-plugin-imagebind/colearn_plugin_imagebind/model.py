@@ -249,6 +249,12 @@ def _tower_config(name: str, raw: Mapping[str, Any], anchor: str) -> dict[str, A
             f"method 'imagebind': tower {name!r} has unknown keys {sorted(unknown)}; known: "
             f"{sorted(TOWER_DEFAULTS)}"
         )
+    if name not in registries.modalities:
+        raise ConfigError(
+            f"method 'imagebind': tower {name!r}: no registered modality of that name (a tower "
+            f"is named after its modality); registered: {', '.join(registries.modalities.names())}"
+            " (is the modality's plugin installed? `colearn plugins` lists them)"
+        )
     cfg = {**copy.deepcopy(TOWER_DEFAULTS), **copy.deepcopy(dict(raw))}
     if cfg["logit_scale"] == "default":
         cfg["logit_scale"] = (
@@ -389,12 +395,7 @@ class ImageBind(Method):
     # --- construction -------------------------------------------------------------------
 
     def _resolve(self, name: str, cfg: dict[str, Any]) -> tuple[Modality, dict[str, Any]]:
-        try:
-            modality_cls = registries.modalities.get(name)
-        except Exception as exc:
-            raise ConfigError(
-                f"method 'imagebind': tower {name!r}: no registered modality of that name ({exc})"
-            ) from None
+        modality_cls = registries.modalities.get(name)
         try:
             # preprocessing runs on the CPU even when the model is built on "meta"
             with torch.device("cpu"):
@@ -471,9 +472,13 @@ class ImageBind(Method):
                     f"method 'imagebind': towers.{tower} sets {given}, but init_from_clip takes "
                     "the image and text towers from the CLIP model; remove them"
                 )
-            own.update(
-                {"modality": c[tower]["modality"], "encoder": c[tower]["encoder"], "head": head}
-            )
+            encoder = dict(c[tower]["encoder"])
+            trunk = getattr(clip.encoders[tower], "trunk", None)
+            if encoder["name"] == "image/vit" and "image_size" not in encoder and trunk:
+                # the size the CLIP ViT was built for (ImageBind would take the modality's)
+                h, w = trunk.image_size
+                encoder["image_size"] = h if h == w else [h, w]
+            own.update({"modality": c[tower]["modality"], "encoder": encoder, "head": head})
         if "text" in merged["towers"]:
             merged["towers"]["text"].setdefault(
                 "logit_scale",

@@ -42,13 +42,16 @@ def _check_method(model: Any, task: str) -> None:
 class PretrainingEval(Task):
     """Alignment accuracy, masked-region KL vs a unigram baseline, masked-LM accuracy.
 
-    Config: ``seed`` (0), ``max_batches`` (all).
+    Config: ``seed`` (0); ``repeats`` (4): each batch is corrupted that many times with
+    different seeds (more masked regions, less noise); ``max_batches`` (all).
     """
 
     name = "vilbert-pretraining"
 
-    def __init__(self, seed: int = 0, max_batches: int | None = None) -> None:
-        super().__init__(seed=seed, max_batches=max_batches)
+    def __init__(self, seed: int = 0, repeats: int = 4, max_batches: int | None = None) -> None:
+        if repeats < 1:
+            raise ConfigError(f"vilbert-pretraining: repeats must be >= 1, got {repeats}")
+        super().__init__(seed=seed, repeats=repeats, max_batches=max_batches)
 
     @torch.no_grad()
     def evaluate(self, model: Any, data: Iterable[Batch]) -> dict[str, float]:
@@ -58,33 +61,37 @@ class PretrainingEval(Task):
         log_preds: list[Tensor] = []
         prob_sum: Tensor | None = None
         regions_seen = 0
+        repeats = int(self.config["repeats"])
         for i, batch in enumerate(data):
             if self.config["max_batches"] is not None and i >= self.config["max_batches"]:
                 break
-            g = torch.Generator().manual_seed(int(self.config["seed"]) * 100_003 + i)
-            prepared = model.prepare_pretraining(batch, g)
-            out = model.pretraining_outputs(batch, prepared)
-            align = out.logits["alignment"].argmax(-1)
-            correct += int((align == prepared.aligned).sum())
-            pairs += len(align)
-            selected = prepared.mlm_labels != IGNORE_INDEX
-            mlm_pred = out.logits["masked_lm"].argmax(-1)
-            mlm_correct += int((mlm_pred[selected] == prepared.mlm_labels[selected]).sum())
-            mlm_total += int(selected.sum())
             regions = batch["regions"]
-            if "class_probs" in regions:
+            has_probs = "class_probs" in regions
+            if has_probs:
                 probs = regions["class_probs"].float()
                 valid = regions.get("mask")
                 valid = torch.ones(probs.shape[:2], dtype=torch.bool) if valid is None else valid
                 total = probs[valid.bool()].sum(0).cpu()
                 prob_sum = total if prob_sum is None else prob_sum + total
                 regions_seen += int(valid.sum())
-                sel = prepared.region_selected
-                targets.append(probs[sel].cpu())
-                log_preds.append(F.log_softmax(out.logits["regions"][sel].float(), -1).cpu())
+            for r in range(repeats):
+                seed = (int(self.config["seed"]) * 100_003 + i) * repeats + r
+                prepared = model.prepare_pretraining(batch, torch.Generator().manual_seed(seed))
+                out = model.pretraining_outputs(batch, prepared)
+                align = out.logits["alignment"].argmax(-1)
+                correct += int((align == prepared.aligned).sum())
+                pairs += len(align)
+                selected = prepared.mlm_labels != IGNORE_INDEX
+                mlm_pred = out.logits["masked_lm"].argmax(-1)
+                mlm_correct += int((mlm_pred[selected] == prepared.mlm_labels[selected]).sum())
+                mlm_total += int(selected.sum())
+                if has_probs:
+                    sel = prepared.region_selected
+                    targets.append(regions["class_probs"][sel].float().cpu())
+                    log_preds.append(F.log_softmax(out.logits["regions"][sel].float(), -1).cpu())
         if pairs == 0:
             raise ValueError("vilbert-pretraining: the evaluation data is empty")
-        metrics = {"alignment_accuracy": correct / pairs, "pairs": float(pairs)}
+        metrics = {"alignment_accuracy": correct / pairs, "pairs": float(pairs // repeats)}
         if mlm_total:
             metrics["masked_lm_accuracy"] = mlm_correct / mlm_total
         if prob_sum is not None and targets:

@@ -80,7 +80,7 @@ def test_retrieval_scores_are_the_model_alignment_log_odds():
 def test_pretraining_eval_metrics_and_unigram_baseline():
     torch.manual_seed(0)
     model = ViLBERT(tiny_config(masking={"region_prob": 0.5})).eval()
-    task = registries.tasks.get("vilbert-pretraining")(seed=1)
+    task = registries.tasks.get("vilbert-pretraining")(seed=1, repeats=2)
     batches = _batches()
     m = task.evaluate(model, batches)
     assert m["pairs"] == 12 and 0 <= m["alignment_accuracy"] <= 1
@@ -90,10 +90,10 @@ def test_pretraining_eval_metrics_and_unigram_baseline():
     unigram = probs.mean(0)
     selected = []
     for i, b in enumerate(batches):
-        g = torch.Generator().manual_seed(100_003 + i)
-        selected.append(
-            b["regions"]["class_probs"][model.prepare_pretraining(b, g).region_selected]
-        )
+        for r in range(2):  # repeats: seed (seed * 100003 + batch) * repeats + r
+            g = torch.Generator().manual_seed((100_003 + i) * 2 + r)
+            sel = model.prepare_pretraining(b, g).region_selected
+            selected.append(b["regions"]["class_probs"][sel])
     p = torch.cat(selected)
     expected = (p * (p.log() - unigram.log())).sum(-1).mean()
     assert abs(m["unigram_kl"] - expected.item()) < 1e-5

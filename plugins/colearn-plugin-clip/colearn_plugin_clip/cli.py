@@ -88,6 +88,11 @@ def _open_clip_arguments(p: argparse.ArgumentParser) -> None:
         "without it the weights are random (architecture only)",
     )
     p.add_argument(
+        "--tokenizer-only",
+        action="store_true",
+        help="write only OUT_DIR/tokenizer.json (CLIP's BPE, for training recipes from scratch)",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -99,7 +104,7 @@ def _open_clip_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _open_clip_run(args: argparse.Namespace) -> int:
-    from .convert import convert_open_clip
+    from .convert import convert_open_clip, convert_open_clip_tokenizer
 
     kwargs: dict[str, Any] = {}
     for item in args.overrides:
@@ -110,6 +115,15 @@ def _open_clip_run(args: argparse.Namespace) -> int:
             kwargs[key] = json.loads(raw)
         except json.JSONDecodeError:
             kwargs[key] = raw
+    if args.tokenizer_only:
+        length = kwargs.pop("context_length", None)
+        if kwargs:
+            raise ConfigError(
+                f"--tokenizer-only takes only --set context_length=N, got {sorted(kwargs)}"
+            )
+        path = convert_open_clip_tokenizer(args.model_name, args.out_dir, context_length=length)
+        print(f"colearn convert open_clip: wrote {path}")
+        return 0
     folder = convert_open_clip(args.model_name, args.pretrained, args.out_dir, **kwargs)
     print(f"colearn convert open_clip: wrote {folder}")
     return 0
@@ -124,5 +138,6 @@ CONVERT_OPEN_CLIP_COMMAND = Command(
     "`clip` model and save it (config.json, model.safetensors, tokenizer.json, README.md).\n\n"
     "examples:\n"
     "  colearn convert open_clip ViT-B-32 --pretrained openai clip-vit-b-32\n"
-    "  colearn convert open_clip ViT-B-16 --pretrained laion2b_s34b_b88k clip-vit-b-16",
+    "  colearn convert open_clip ViT-B-16 --pretrained laion2b_s34b_b88k clip-vit-b-16\n"
+    "  colearn convert open_clip ViT-B-16 tokenizers/clip --tokenizer-only",
 )

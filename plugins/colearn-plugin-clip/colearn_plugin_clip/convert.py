@@ -41,7 +41,9 @@ __all__ = [
     "ConversionError",
     "clip_config_from_open_clip",
     "convert_open_clip",
+    "convert_open_clip_tokenizer",
     "from_open_clip",
+    "load_open_clip_weights",
     "tokenizer_from_open_clip",
 ]
 
@@ -288,7 +290,10 @@ class _Copier:
             )
 
 
-def _copy_weights(source: nn.Module, target: CLIP) -> None:
+def load_open_clip_weights(source: nn.Module, target: CLIP) -> None:
+    """Copy the weights of the ``open_clip.CLIP`` ``source`` into ``target``, a colearn
+    ``clip`` model built from :func:`clip_config_from_open_clip` of it; every tensor of
+    ``target`` is written."""
     copy = _Copier(target)
     visual = source.visual
     vit = "encoders.image.trunk"
@@ -394,7 +399,7 @@ def from_open_clip(model: nn.Module, tokenizer: Any) -> CLIP:
             target = CLIP(config)
         target.to_empty(device="cpu")
         target.modalities["text"].load_assets(Path(tmp))
-    _copy_weights(model, target)
+    load_open_clip_weights(model, target)
     return target.eval()
 
 
@@ -432,3 +437,15 @@ def convert_open_clip(
     readme = Path(folder) / "README.md"
     readme.write_text(readme.read_text(encoding="utf-8") + note, encoding="utf-8")
     return Path(folder)
+
+
+def convert_open_clip_tokenizer(
+    model_name: str, out_dir: str | os.PathLike, *, context_length: int | None = None
+) -> Path:
+    """Write ``out_dir/tokenizer.json``: the tokenizer of open_clip's ``model_name`` (CLIP's
+    BPE for the standard models), for the text modality of a model trained from scratch
+    (``tokenizer: out_dir/tokenizer.json`` in a recipe). Returns its path."""
+    open_clip = _require_open_clip()
+    length = context_length or 77
+    tokenizer = open_clip.get_tokenizer(model_name, context_length=length)
+    return tokenizer_from_open_clip(tokenizer, length, out_dir)

@@ -3,6 +3,7 @@ made from their class names and prompt templates (``data.dataset: fashion-mnist-
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +60,26 @@ def build_fashion_mnist_captions(
     Rows come out with ``image`` as uint8 numpy arrays (which the image modality reads
     directly) and ``label``/``caption`` as Python values.
     """
+    return _build(
+        tuple(resolve_templates(train_templates)),
+        tuple(resolve_templates(test_templates)),
+        train_limit,
+        test_limit,
+        seed,
+        root,
+    )
+
+
+# The trainer asks for the dataset once per split (training, evaluation): build it once.
+@functools.lru_cache(maxsize=2)
+def _build(
+    train_templates: tuple[str, ...],
+    test_templates: tuple[str, ...],
+    train_limit: int | None,
+    test_limit: int | None,
+    seed: int,
+    root: str | None,
+) -> Any:
     import datasets
     from colearn_plugin_image.fashion_mnist import load_fashion_mnist
 
@@ -68,7 +89,7 @@ def build_fashion_mnist_captions(
         ("test", test_templates, test_limit, 1),
     ):
         ds = load_fashion_mnist(split, limit=limit, root=root)
-        captions = make_captions(ds["label"], resolve_templates(templates), seed=seed + offset)
+        captions = make_captions(ds["label"], templates, seed=seed + offset)
         ds = ds.add_column("caption", captions)
         splits[split] = ds.with_format(
             "numpy", columns=["image"], output_all_columns=True, dtype=np.uint8

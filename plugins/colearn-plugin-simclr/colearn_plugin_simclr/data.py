@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["build_fashion_mnist"]
@@ -20,7 +21,14 @@ def build_fashion_mnist(
     ``train_limit``/``test_limit`` keep class-balanced subsets. Rows come out as uint8 numpy
     arrays: datasets' default formatting would give nested Python lists (which the image
     modality does not read) and its numpy formatting int64 (and ~2x slower reads).
+    The result is cached per arguments: a run asks for it several times (training split,
+    evaluation split, the probes' training set) and building it takes seconds.
     """
+    return _build(train_limit, test_limit, root)
+
+
+@lru_cache(maxsize=4)
+def _build(train_limit: int | None, test_limit: int | None, root: str | None) -> Any:
     import datasets
     import numpy as np
     from colearn_plugin_image.fashion_mnist import load_fashion_mnist

@@ -2,7 +2,7 @@
 
 :func:`fit_logistic_regression` fits ``softmax(x W + b)`` on standardised features by
 minimising ``mean cross-entropy + l2/2 * ||W||^2`` with full-batch L-BFGS (strong-Wolfe line
-search) in float64: the same convex problem as scikit-learn's ``LogisticRegression(C=1/(l2 n))``
+search): the same convex problem as scikit-learn's ``LogisticRegression(C=1/(l2 n))``
 and deterministic, with no extra dependency. :func:`knn_predict` is cosine kNN with
 InstDisc's weighted vote (Wu et al. 2018: each of the k neighbours votes
 ``exp(similarity / temperature)`` for its class) or a plain majority vote.
@@ -68,7 +68,8 @@ def fit_logistic_regression(
     l2: float = 1e-4,
     num_classes: int | None = None,
     max_iter: int = 500,
-    tolerance: float = 1e-7,
+    tolerance: float = 1e-6,
+    dtype: torch.dtype = torch.float32,
 ) -> LogisticRegression:
     """Fit a multinomial logistic regression (see the module docstring).
 
@@ -78,11 +79,12 @@ def fit_logistic_regression(
         num_classes: K (default ``y.max() + 1``).
         max_iter: L-BFGS iterations at most; tolerance: stop when the gradient's largest
             entry falls below it.
+        dtype: the precision of the fit (float64 for tight tolerances).
     """
     _check_xy(x, y, "logistic regression")
     if l2 < 0:
         raise ValueError(f"logistic regression: l2 must be >= 0, got {l2}")
-    x = x.detach().to(torch.float64)
+    x = x.detach().to(dtype)
     y = y.detach().long().to(x.device)
     k = int(num_classes if num_classes is not None else int(y.max()) + 1)
     mean = x.mean(dim=0)
@@ -106,7 +108,8 @@ def fit_logistic_regression(
         loss.backward()
         return loss
 
-    optimizer.step(closure)
+    with torch.enable_grad():  # callers (the trainer's evaluation) may run under no_grad
+        optimizer.step(closure)
     iterations = int(optimizer.state[weight].get("n_iter", 0))
     return LogisticRegression(weight.detach(), bias.detach(), mean, std, float(l2), iterations)
 

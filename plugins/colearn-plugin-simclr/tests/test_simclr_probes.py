@@ -46,7 +46,9 @@ def test_solution_is_the_regularised_optimum():
     x = torch.randn(200, 6, generator=g)
     y = (x[:, 0] + 0.5 * torch.randn(200, generator=g) > 0).long() + (x[:, 1] > 1).long()
     l2 = 1e-2
-    probe = fit_logistic_regression(x, y, l2=l2, max_iter=1000, tolerance=1e-10)
+    probe = fit_logistic_regression(
+        x, y, l2=l2, max_iter=1000, tolerance=1e-10, dtype=torch.float64
+    )
     w = probe.weight.clone().requires_grad_(True)
     b = probe.bias.clone().requires_grad_(True)
     z = (x.double() - probe.mean) / probe.std

@@ -154,6 +154,16 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _remove_checkpoint(folder: Path) -> None:
+    """Delete a checkpoint folder. It is renamed to a ``.tmp-`` name first (one atomic step),
+    so a crash half-way through the deletion never leaves a folder that still has its
+    completion marker but lost other files; ``.tmp-`` folders are cleared when a run starts."""
+    doomed = folder.with_name(f".tmp-delete-{folder.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -626,10 +636,10 @@ class Trainer:
             }
             _write_json(tmp / CHECKPOINT_MARKER, state)
             if final.exists():  # the same step saved again after a resume
-                shutil.rmtree(final)
+                _remove_checkpoint(final)
             os.replace(tmp, final)
             for _, old in find_checkpoints(self.ckpt_dir)[: -self.recipe.trainer.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove_checkpoint(old)
         acc.wait_for_everyone()
         return final
 

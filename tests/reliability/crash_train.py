@@ -21,6 +21,7 @@ tell "the fault never fired" from "the run survived it".
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sys
@@ -111,10 +112,14 @@ def install(fault: str, step: int) -> None:
         real_rmtree = shutil.rmtree
 
         def rmtree(path: Any, *args: Any, **kwargs: Any) -> Any:
+            # an older checkpoint (under its own name or any temporary one) while step STEP
+            # is published: delete its first file, then die
             folder = Path(path)
+            older = re.search(r"step_(\d{8,})$", folder.name)
             published = folder.parent / f"step_{step:08d}"
-            if folder.name.startswith("step_") and published.is_dir():
-                (folder / "model.safetensors").unlink()  # the first file of the folder to go
+            weights = folder / "model.safetensors"
+            if older and int(older.group(1)) < step and published.is_dir() and weights.is_file():
+                weights.unlink()
                 _die()
             return real_rmtree(path, *args, **kwargs)
 

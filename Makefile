@@ -30,8 +30,10 @@ pytest: $(STAMP)
 
 test: lint pytest
 
+# make demo [REPO_ID=user/name (pushes to the Hub, needs HF_TOKEN)] [DEMO_ARGS="--quick --set k=v"]
 demo: $(STAMP)
-	$(VENV)/bin/colearn plugins
+	$(PIP) install -q -r demo/requirements.txt
+	$(PY) demo/run_demo.py $(if $(REPO_ID),--repo-id $(REPO_ID)) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist runs .pytest_cache .ruff_cache

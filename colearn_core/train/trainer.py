@@ -154,6 +154,32 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _damaged_files(folder: Path) -> list[str]:
+    """Files of a checkpoint that cannot be read back: safetensors headers and sizes, torch's
+    zip archives (checked without unpickling anything), JSON."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    bad = []
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(path, framework="pt") as f:
+                    f.keys()
+            elif path.suffix in (".bin", ".pkl", ".pt"):
+                with zipfile.ZipFile(path) as archive:
+                    broken = archive.testzip()
+                if broken is not None:
+                    raise ValueError(f"member {broken} fails its CRC check")
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except Exception as exc:  # each library has its own error types
+            size = path.stat().st_size if path.exists() else 0
+            bad.append(f"{path} ({size} bytes) is unreadable: {type(exc).__name__}: {exc}")
+    return bad
+
+
 def _remove_checkpoint(folder: Path) -> None:
     """Delete a checkpoint folder. It is renamed to a ``.tmp-`` name first (one atomic step),
     so a crash half-way through the deletion never leaves a folder that still has its
@@ -532,7 +558,11 @@ class Trainer:
         checkpoint = self._checkpoint_to_resume()
         step = 0
         if checkpoint is not None:
-            state = json.loads((checkpoint / CHECKPOINT_MARKER).read_text(encoding="utf-8"))
+            try:
+                state = json.loads((checkpoint / CHECKPOINT_MARKER).read_text(encoding="utf-8"))
+                int(state["step"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(self._damaged(checkpoint, exc)) from exc
             for key, mine in (
                 ("batch_size", self.recipe.trainer.batch_size),
                 ("steps_per_epoch", self.steps_per_epoch),
@@ -543,7 +573,10 @@ class Trainer:
                         f"{key}={state.get(key)}, this recipe gives {mine}; the data order "
                         "would not continue"
                     )
-            acc.load_state(str(checkpoint))
+            try:
+                acc.load_state(str(checkpoint))
+            except Exception as exc:  # safetensors, torch and accelerate errors name no file
+                raise ConfigError(self._damaged(checkpoint, exc)) from exc
             step = int(state["step"])
             acc.print(f"colearn train: resumed from {checkpoint} (step {step})")
         if acc.is_main_process:
@@ -558,6 +591,17 @@ class Trainer:
             self._truncate_logs(step)
         acc.wait_for_everyone()
         return step
+
+    def _damaged(self, checkpoint: Path, exc: BaseException) -> str:
+        """Why ``checkpoint`` cannot be resumed from: its damaged files, and what to do."""
+        bad = _damaged_files(checkpoint)
+        what = "; ".join(bad) if bad else f"{type(exc).__name__}: {exc}"
+        earlier = [p for s, p in find_checkpoints(self.ckpt_dir) if p.name < checkpoint.name]
+        if earlier:
+            hint = f"resume from the one before it: --resume {earlier[-1]}"
+        else:
+            hint = "no earlier checkpoint is left: start afresh with another --output-dir"
+        return f"cannot resume from {checkpoint}: it is damaged ({what}); {hint}"
 
     def _checkpoint_to_resume(self) -> Path | None:
         existing = latest_checkpoint(self.ckpt_dir)

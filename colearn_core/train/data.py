@@ -137,10 +137,7 @@ class Examples(Dataset):
         try:
             rows = self.dataset[indices]  # {column: [values]}, decoded
         except Exception as exc:
-            raise DataError(
-                f"{self.name}: could not read examples {indices[:8]}"
-                f"{'...' if len(indices) > 8 else ''}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._read_error(indices, exc) from exc
         out = []
         for j, index in enumerate(indices):
             example: dict[str, Any] = {}
@@ -163,6 +160,25 @@ class Examples(Dataset):
                 example["label"] = label
             out.append(example)
         return out
+
+    def _read_error(self, indices: Sequence[int], exc: Exception) -> DataError:
+        """The example and column that failed when a batch was read: ``datasets`` decodes
+        every cell of the batch at once (Image and Audio features), so read them one by one."""
+        for index in indices:
+            for column in self.dataset.column_names:
+                try:
+                    self.dataset.select_columns([column])[index]
+                except Exception as cell_exc:
+                    towers = [t for t, c in self.columns.items() if c == column]
+                    modality = f" (modality {towers[0]!r})" if towers else ""
+                    return DataError(
+                        f"{self.name}: example {index}, column {column!r}{modality}: could "
+                        f"not read or decode it: {type(cell_exc).__name__}: {cell_exc}"
+                    )
+        return DataError(
+            f"{self.name}: could not read examples {list(indices[:8])}"
+            f"{'...' if len(indices) > 8 else ''}: {type(exc).__name__}: {exc}"
+        )
 
 
 class Collate:

@@ -391,12 +391,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         state: Any = load_file(str(path))
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # not a zip-format file: mmap is unsupported
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped
+                if "mmap" not in str(exc):
+                    raise
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # weights_only refuses anything but tensors and containers
             raise ConversionError(
-                f"{path}: not a state dict torch.load can read with weights_only=True ({exc})"
+                f"{path}: not a state dict torch.load can read with weights_only=True; colearn "
+                f"never unpickles arbitrary objects ({type(exc).__name__}: {str(exc)[:300]})"
             ) from None
     for wrapper in ("model", "state_dict"):
         if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):

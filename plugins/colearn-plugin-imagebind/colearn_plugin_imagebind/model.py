@@ -369,15 +369,19 @@ class ImageBind(Method):
         self._modalities: dict[str, OptionalModality] = {}
         self.towers = nn.ModuleDict()
         embed_dim = int(merged["embed_dim"])
+        # Every tower's config is checked and resolved (config.json is complete), built or
+        # not, before anything is built.
+        resolved = {}
         for name in all_towers:
-            # Every tower's config is resolved (config.json is complete), built or not.
             cfg = _tower_config(name, merged["towers"][name], anchor)
-            modality, encoder_cfg = self._resolve(name, cfg)
+            resolved[name] = self._resolve(name, cfg)
             merged["towers"][name] = cfg
-            if name not in self.tower_names:
-                continue
+        for name in self.tower_names:
+            modality, encoder_cfg = resolved[name]
             self._modalities[name] = OptionalModality(modality)
-            self.towers[name] = self._build_tower(name, cfg, encoder_cfg, embed_dim)
+            self.towers[name] = self._build_tower(
+                name, merged["towers"][name], encoder_cfg, embed_dim
+            )
         if clip_model is not None:
             self._copy_clip(clip_model)
         for name in merged["freeze"]:

@@ -185,3 +185,72 @@ def test_text_tokenizer_matches_imagebinds():
 
     mine = TextModality(tokenizer=str(official.bpe_path()), style="clip", context_length=77)
     assert torch.equal(mine.tokenize(texts)["input_ids"], reference(texts))
+
+
+def test_colearn_convert_imagebind_writes_a_model_that_from_hub_loads(tmp_path):
+    """The command on a checkpoint file; the folder loads with from_hub, whole or in part,
+    and embeds as the official model does."""
+    from colearn_core import from_hub
+    from colearn_core.cli import main
+
+    module = official.load()
+    torch.manual_seed(0)
+    theirs = module.ImageBindModel(**SMALL).eval()
+    _randomise(theirs, 1)
+    path = tmp_path / "imagebind_small.pth"
+    torch.save(theirs.state_dict(), path)
+    heads = [f"--set={k}={v}" for k, v in SMALL.items() if k.endswith("_num_heads")]
+    out = tmp_path / "converted"
+    args = ["convert", "imagebind", str(path), str(out), "--tokenizer", str(official.bpe_path())]
+    assert main(args + heads) == 0
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    x = _inputs(2, seed=5)
+    with torch.no_grad():
+        want = theirs(x)
+        full = from_hub(out).embed(_colearn_batch(x))
+        part = from_hub(out, modalities=["image", "audio"])
+        got = part.embed({t: _colearn_batch(x)[t] for t in ("image", "audio")})
+    assert set(part.towers) == {"image", "audio"}
+    for tower in TOWERS:
+        assert float((full[tower] - want[OFFICIAL[tower]]).abs().max()) <= 1e-4, tower
+    for tower in ("image", "audio"):
+        torch.testing.assert_close(got[tower], full[tower], atol=0, rtol=0)
+    # the converted tokenizer gives ImageBind's ids
+    text = from_hub(out, modalities=["image", "text"]).modalities["text"]
+    reference = official.load("multimodal_preprocessors").SimpleTokenizer(
+        bpe_path=str(official.bpe_path())
+    )
+    assert torch.equal(text.tokenize(["a dog barks"])["input_ids"][0], reference("a dog barks"))
+
+
+def test_checkpoints_load_from_torch_files_and_safetensors(tmp_path):
+    from colearn_plugin_imagebind.convert import load_checkpoint
+    from safetensors.torch import save_file
+
+    state = {"a.weight": torch.randn(3, 2), "b": torch.arange(4)}
+    torch.save({"model": state}, tmp_path / "wrapped.pth")
+    save_file(state, str(tmp_path / "plain.safetensors"))
+    for name in ("wrapped.pth", "plain.safetensors"):
+        loaded = load_checkpoint(tmp_path / name)
+        assert loaded.keys() == state.keys()
+        assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+    path = tmp_path / "bad.pth"
+    torch.save({"weights": [1, 2, 3]}, path)  # loads (weights_only allows lists): no tensors
+    with pytest.raises(ConversionError, match="expected a state dict of tensors"):
+        load_checkpoint(path)
+    with pytest.raises(ConversionError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pth")
+    marker = tmp_path / "ran"
+    torch.save({"w": torch.zeros(1), "x": _Evil(str(marker))}, tmp_path / "evil.pth")
+    with pytest.raises(ConversionError, match="weights_only"):
+        load_checkpoint(tmp_path / "evil.pth")
+    assert not marker.exists()  # nothing in the pickle ran
+
+
+class _Evil:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))

@@ -10,13 +10,18 @@ STAMP := $(VENV)/.colearn-installed
 
 .PHONY: venv test lint pytest demo clean
 
-$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) demo/requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q -e '.[test]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
 	# The test plugin the core tests use (the misbehaving ones install per test session).
 	$(PIP) install -q -e tests/plugins/colearn-plugin-toy
+	# The demo's plotting libraries (tests/demo runs the demo's code path).
+	$(PIP) install -q -r demo/requirements.txt
+	# Meta's ImageBind model code for the parity tests; its declared dependencies (torchaudio,
+	# pytorchvideo, decord) would replace this torch, and the code needs none of them.
+	$(PIP) install -q --no-deps imagebind-unofficial==0.1.1
 	touch $@
 
 venv: $(STAMP)
@@ -32,7 +37,6 @@ test: lint pytest
 
 # make demo [REPO_ID=user/name (pushes to the Hub, needs HF_TOKEN)] [DEMO_ARGS="--quick --set k=v"]
 demo: $(STAMP)
-	$(PIP) install -q -r demo/requirements.txt
 	$(PY) demo/run_demo.py $(if $(REPO_ID),--repo-id $(REPO_ID)) $(DEMO_ARGS)
 
 clean:

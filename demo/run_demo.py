@@ -405,6 +405,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="the local hub folder (default <run folder>/hub)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the training process (default 1: the towers are small, so a "
+        "second thread gains little, the DataLoader worker computes audio features on the "
+        "other core, and on a busy CPU threads that wait for each other cost much more)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p.parse_args(argv)
 
@@ -416,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     hub_dir = (args.hub_dir or run_dir / "hub").expanduser().absolute()
 
     import torch
+
+    torch.set_num_threads(args.threads)
 
     from colearn_core import from_hub
     from colearn_core.train import Trainer, load_recipe
@@ -555,4 +565,10 @@ def print_summary(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from colearn_core.errors import ColearnError
+
+    try:
+        sys.exit(main())
+    except ColearnError as exc:  # bad config, missing espeak-ng, ...: the message says the fix
+        print(f"run_demo: error: {exc}", file=sys.stderr)
+        sys.exit(2)

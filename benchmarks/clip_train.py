@@ -18,7 +18,10 @@ temperature, backward, AdamW step, and the temperature clamp:
 
 Both train on the same pre-collated batch of random pixels and the token ids of real captions
 (data loading is not timed: open_clip's loaders are webdataset/CSV pipelines with no
-counterpart here). Each side runs in its own child process, alternating ``--repeats`` times;
+counterpart here). The captions are shorter than the context: open_clip runs its text tower
+over every position, colearn (``trim_text_padding``, default) only up to the longest caption
+of the batch, which gives exactly the same embeddings; ``--no-trim`` times colearn doing the
+same work as open_clip. Each side runs in its own child process, alternating ``--repeats`` times;
 the median is reported. On CPU the clock is the process CPU time with one torch thread by
 default (the development machine is shared; wall time is listed too), in fp32; on CUDA it is
 wall time after synchronising, in bf16 autocast. Prints one JSON object.
@@ -155,6 +158,7 @@ def run_colearn(args: dict) -> dict:
     # the recipe needs a tokenizer the text modality can build; the timed batch below is
     # open_clip's token ids, so this one only feeds the (untimed) data loader
     config["text"]["modality"] = {"tokenizer": "tiny", "context_length": source.context_length}
+    config["trim_text_padding"] = not args["no_trim"]
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         n = args["batch"]
@@ -230,6 +234,11 @@ def main() -> None:
     parser.add_argument(
         "--clock", choices=("cpu", "wall"), default="cpu", help="CPU runs: process CPU time"
     )
+    parser.add_argument(
+        "--no-trim",
+        action="store_true",
+        help="colearn computes the text padding too (trim_text_padding: false), as open_clip does",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.child:
@@ -267,6 +276,7 @@ def main() -> None:
                 "precision": "bf16 autocast" if device == "cuda" else "fp32",
                 "clock": "wall" if device == "cuda" or ns.clock == "wall" else "process cpu",
                 "threads": ns.threads,
+                "trim_text_padding": not ns.no_trim,
                 "cpu_count": os.cpu_count(),
                 "load_average_1min": os.getloadavg()[0],
                 "torch": torch.__version__,

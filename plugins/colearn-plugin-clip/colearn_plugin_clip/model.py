@@ -55,7 +55,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "max_scale": 100.0,
     # Rows per block of the loss's logits (memory), or None for one block.
     "chunk_size": None,
+    # Drop the padding columns after the longest text of a batch before the text encoder
+    # (exact for the causal text/transformer and the padding-masked text/bert): captions much
+    # shorter than context_length cost what they use.
+    "trim_text_padding": True,
 }
+#: Text encoders whose outputs do not depend on trailing padding columns.
+_TRIMMABLE = ("text/transformer", "text/bert")
 _TOWER_KEYS = {"modality", "encoder"}
 _CHANNEL_AWARE = ("image/vit", "image/resnet", "image/simclr-cnn")
 
@@ -143,6 +149,9 @@ class CLIP(Method):
             else:
                 projection = nn.Identity()
             self.projections[tower] = projection
+        self._trim = bool(merged["trim_text_padding"]) and (
+            merged["text"]["encoder"]["name"] in _TRIMMABLE
+        )
         self.loss = InfoNCELoss(
             temperature=float(merged["init_temperature"]),
             learnable_temperature=bool(merged["learnable_temperature"]),
@@ -219,6 +228,8 @@ class CLIP(Method):
                 f"this clip model has no {tower!r} tower (built: {list(self.towers)}); load it "
                 "with modalities=None or including it"
             )
+        if tower == "text" and self._trim:
+            inputs = _trim_padding(inputs)
         pooled = self.encoders[tower](inputs).pooled  # (B, W)
         z = self.projections[tower](pooled)  # (B, E)
         return F.normalize(z, dim=-1) if normalize else z
@@ -284,3 +295,19 @@ class CLIP(Method):
         if not parts:
             return torch.empty(0, self.embed_dim, device=self.logit_scale.device)
         return torch.cat(parts)
+
+
+def _trim_padding(inputs: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """Drop the columns after the last one holding a real token in any row (any padding
+    side); other tensors pass unchanged."""
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return inputs
+    length = mask.shape[1]
+    real = mask.bool().any(dim=0)  # (L,)
+    keep = int(real.nonzero().max()) + 1 if bool(real.any()) else 1
+    if keep == length:
+        return inputs
+    return {
+        k: v[:, :keep] if v.ndim == 2 and v.shape[1] == length else v for k, v in inputs.items()
+    }

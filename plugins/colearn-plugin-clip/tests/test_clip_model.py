@@ -186,3 +186,21 @@ def test_plugin_contract():
     ]:
         assert name in registries[kind], (kind, name)
     assert registries.methods.entry("clip").plugin == "colearn-plugin-clip"
+
+
+def test_trimming_text_padding_changes_nothing_but_the_cost():
+    trimmed = make(seed=5).eval()
+    full = make(seed=5, trim_text_padding=False).eval()
+    full.load_state_dict(trimmed.state_dict())
+    text = trimmed.preprocess("text", ["a cat", "a dog on a mat"])
+    assert text["attention_mask"].sum(1).max() < text["input_ids"].shape[1]  # padded
+    seen = []
+    hook = trimmed.encoders["text"].register_forward_pre_hook(
+        lambda module, args: seen.append(args[0]["input_ids"].shape[1])
+    )
+    with torch.no_grad():
+        a = trimmed.encode("text", text)
+        b = full.encode("text", text)
+    hook.remove()
+    assert seen == [int(text["attention_mask"].sum(1).max())]
+    assert torch.allclose(a, b, atol=1e-6)

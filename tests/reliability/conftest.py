@@ -2,7 +2,7 @@
 
 ``tests/hub`` and ``tests/train`` are put on ``sys.path`` (so their helper modules import), and
 their ``conftest.py`` files are loaded by path under other module names, so that their fixtures
-(``hub``, ``make_model``, ``make_recipe``, the accelerate reset) serve these tests too without a
+(``hub``, ``make_model``, the accelerate reset) serve these tests too without a
 copy. In these tests ``hub`` is a :class:`slow_hub.SlowHubServer`.
 """
 
@@ -39,5 +39,4 @@ _train = _load(TESTS / "train" / "conftest.py", "_reliability_train_fixtures")
 # Re-exported fixtures (pytest collects fixtures by name from this module).
 hub = _hub.hub
 make_model = _hub.make_model
-make_recipe = _train.make_recipe
 _fresh_accelerate = _train._fresh_accelerate  # autouse: no accelerate state leaks between tests

@@ -501,12 +501,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         "exact_match": not problems,
         "plots": {k: str(v) for k, v in figures.items()},
         "examples": examples,
+        "commands": cli_commands(run_dir, reference, examples),
         "seconds": {**clock.stages, "total": clock.total},
         "cpu_seconds": {**clock.cpu, "total": clock.total_cpu},
     }
     (run_dir / "demo.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print_summary(summary, recipe, evaluated, reloaded, verdict)
     return 0 if not problems else 1
+
+
+def cli_commands(
+    run_dir: Path, model: str, examples: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
+    """``colearn eval`` and ``colearn embed`` on the published model (arguments after
+    ``colearn``; absolute paths)."""
+    commands = {"eval": ["eval", str(run_dir / "recipe.yaml"), "--model", model]}
+    outs = {"audio": "audio.safetensors", "image": "images.npy", "text": "text.npy"}
+    inputs = {
+        "audio": list(examples.get("audio", []))[:2],
+        "image": list(examples.get("image", []))[:2],
+        "text": ["a photo of a bag.", "a sneaker."],
+    }
+    for modality, files in inputs.items():
+        if files:
+            out = str(run_dir / outs[modality])
+            commands[f"embed_{modality}"] = [
+                "embed",
+                "--modality",
+                modality,
+                "--out",
+                out,
+                model,
+                *files,
+            ]
+    return commands
 
 
 def _colearn() -> str:
@@ -527,11 +555,7 @@ def print_summary(
     verdict: str,
 ) -> None:
     class_names, _ = _eval_task_args(recipe)
-    model = summary["model"]
-    model_arg = _short(model) if Path(model).exists() else model
     run = Path(summary["run_dir"])
-    q = shlex.quote
-    ex = summary["examples"]
     colearn = _colearn()
     print("\n" + "=" * 100)
     print(
@@ -548,20 +572,9 @@ def print_summary(
             print(f"  {name:14s} {_short(path)}")
     print(f"\nrun folder {_short(run)}: metrics.jsonl, eval.json, model/, demo.json")
     print("\ntry it from the command line:")
-    print(f"  {colearn} eval {q(_short(run / 'recipe.yaml'))} --model {q(model_arg)}")
-    if ex.get("audio"):
-        files = " ".join(q(_short(p)) for p in ex["audio"][:2])
-        out = q(_short(run / "audio.safetensors"))
-        print(f"  {colearn} embed {q(model_arg)} --modality audio --out {out} {files}")
-    if ex.get("image"):
-        files = " ".join(q(_short(p)) for p in ex["image"][:2])
-        out = q(_short(run / "images.npy"))
-        print(f"  {colearn} embed {q(model_arg)} --modality image --out {out} {files}")
-    texts = " ".join(q(t) for t in ("a photo of a bag.", "a sneaker."))
-    print(
-        f"  {colearn} embed {q(model_arg)} --modality text --out "
-        f"{q(_short(run / 'text.npy'))} {texts}"
-    )
+    for command in summary["commands"].values():
+        shown = [_short(a) if a.startswith("/") else a for a in command]
+        print("  " + shlex.join([colearn, *shown]))
 
 
 if __name__ == "__main__":

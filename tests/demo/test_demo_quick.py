@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,88 +131,53 @@ def test_metrics_have_the_curves(demo: dict) -> None:
 
 
 def test_colearn_eval_on_the_published_model_gives_the_same_numbers(demo: dict) -> None:
-    s, run, tmp = demo["summary"], demo["run"], demo["tmp"]
+    """The printed ``colearn eval`` command, as printed (plus --save)."""
+    s, tmp = demo["summary"], demo["tmp"]
+    command = s["commands"]["eval"]
+    assert command[:2] == ["eval", str(demo["run"] / "recipe.yaml")]
+    assert command[2:] == ["--model", s["model"]]
     saved = tmp / "cli-eval.json"
-    _run(
-        [
-            str(BIN / "colearn"),
-            "eval",
-            str(run / "recipe.yaml"),
-            "--model",
-            s["model"],
-            "--save",
-            str(saved),
-        ],
-        _env(tmp),
-        tmp,
-    )
+    _run([str(BIN / "colearn"), *command, "--save", str(saved)], _env(tmp), tmp)
     assert json.loads(saved.read_text(encoding="utf-8")) == s["evaluated"]
 
 
 def test_colearn_embed_on_the_published_model(demo: dict) -> None:
+    """The printed ``colearn embed`` commands (audio to .safetensors, images and text to
+    .npy) give the embeddings the model gives in Python."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from colearn_core import from_hub
     from colearn_core.embed import embed_inputs
 
     s, tmp = demo["summary"], demo["tmp"]
-    audio = s["examples"]["audio"][:2]
-    texts = ["a photo of a bag.", "a sneaker."]
-    assert len(audio) == 2 and all(Path(p).is_file() for p in audio)
-    env = _env(tmp)
-    _run(
-        [
-            str(BIN / "colearn"),
-            "embed",
-            s["model"],
-            "--modality",
-            "audio",
-            "--out",
-            str(tmp / "audio.safetensors"),
-            *audio,
-        ],
-        env,
-        tmp,
-    )
-    _run(
-        [
-            str(BIN / "colearn"),
-            "embed",
-            s["model"],
-            "--modality",
-            "text",
-            "--out",
-            str(tmp / "text.npy"),
-            *texts,
-        ],
-        env,
-        tmp,
-    )
-    _run(
-        [
-            str(BIN / "colearn"),
-            "embed",
-            s["model"],
-            "--modality",
-            "image",
-            "--out",
-            str(tmp / "image.npy"),
-            *s["examples"]["image"],
-        ],
-        env,
-        tmp,
-    )
+    commands = s["commands"]
+    assert set(commands) == {"eval", "embed_audio", "embed_image", "embed_text"}
+    for name in ("embed_audio", "embed_image", "embed_text"):
+        _run([str(BIN / "colearn"), *commands[name]], _env(tmp), tmp)
 
     model = from_hub(s["model"])
-    got_audio = load_file(str(tmp / "audio.safetensors"))["embeddings"]
-    got_text = torch.from_numpy(np.load(tmp / "text.npy"))
-    got_image = torch.from_numpy(np.load(tmp / "image.npy"))
-    assert got_audio.shape == (2, 64) and got_text.shape == (2, 64)
-    assert got_image.shape == (len(s["examples"]["image"]), 64)
-    torch.testing.assert_close(got_audio, embed_inputs(model, "audio", audio), rtol=0, atol=1e-6)
-    torch.testing.assert_close(got_text, embed_inputs(model, "text", texts), rtol=0, atol=1e-6)
-    images = s["examples"]["image"]
-    torch.testing.assert_close(got_image, embed_inputs(model, "image", images), rtol=0, atol=1e-6)
+    for name, loader in (
+        ("embed_audio", lambda p: load_file(p)["embeddings"]),
+        ("embed_image", lambda p: torch.from_numpy(np.load(p))),
+        ("embed_text", lambda p: torch.from_numpy(np.load(p))),
+    ):
+        command = commands[name]
+        modality, out = command[2], command[4]
+        inputs = command[6:]
+        assert command[5] == s["model"] and len(inputs) == 2
+        got = loader(out)
+        assert got.shape == (2, 64)
+        want = embed_inputs(model, modality, inputs)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    with safe_open(commands["embed_audio"][4], framework="pt") as f:
+        assert json.loads(f.metadata()["inputs"]) == commands["embed_audio"][6:]
+    # the demo's example audio is the test split's: spoken by held-out voices
+    from colearn_plugin_imagebind.speech import TEST_VOICES
+
+    slugs = [re.sub(r"[^a-z0-9]+", "-", v.lower()) for v in TEST_VOICES]
+    for path in commands["embed_audio"][6:]:
+        assert any(f"__{slug}__" in Path(path).name for slug in slugs), path
 
 
 def test_publishing_to_a_hub_server_reloads_the_same_model(demo: dict) -> None:

@@ -1,7 +1,9 @@
 """``image/simclr-cnn``: a small residual CNN for small images (Fashion-MNIST, CIFAR).
 
 A 3x3 stem, then one stage per entry of ``widths``, each of ``blocks[i]`` torchvision
-``BasicBlock`` s; every stage after the first halves the resolution. Tokens are the last
+``BasicBlock`` s; every stage after the first halves the resolution. ``expand`` adds a 1x1
+convolution (+ batch norm, ReLU) to that many channels at the end: a wide representation for
+little compute, since it runs at the smallest resolution. Tokens are the last
 feature map flattened, ``(B, h*w, C)``; pooled is their mean (global average pooling), the
 representation SimCLR's linear probe reads.
 
@@ -22,7 +24,7 @@ from colearn_core import ConfigError, Encoder, EncoderOutput
 
 __all__ = ["SimCLRCNN"]
 
-_KEYS = {"in_chans", "widths", "blocks", "stem_stride", "image_size"}
+_KEYS = {"in_chans", "widths", "blocks", "stem_stride", "expand", "image_size"}
 
 
 def _int_list(name: str, value: Any) -> list[int]:
@@ -43,7 +45,8 @@ class SimCLRCNN(Encoder):
 
     Config: ``in_chans`` (1), ``widths`` (channels per stage, [32, 64, 128]), ``blocks``
     (residual blocks per stage, [1, 1, 1]), ``stem_stride`` (1 or 2: 2 halves the input
-    first, 4x cheaper), ``image_size`` (28, only for :meth:`example_inputs`).
+    first, 4x cheaper), ``expand`` (None, or the width of a final 1x1 convolution),
+    ``image_size`` (28, only for :meth:`example_inputs`).
     """
 
     modality = "image"
@@ -88,6 +91,20 @@ class SimCLRCNN(Encoder):
                 layers.append(BasicBlock(channels, width, stride if j == 0 else 1, downsample))
                 channels = width
             stages.append(nn.Sequential(*layers))
+        expand = config.get("expand")
+        if expand is not None:
+            if not isinstance(expand, int) or isinstance(expand, bool) or expand < 1:
+                raise ConfigError(
+                    f"image/simclr-cnn: expand must be a positive int, got {expand!r}"
+                )
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(channels, expand, 1, bias=False),
+                    nn.BatchNorm2d(expand),
+                    nn.ReLU(inplace=True),
+                )
+            )
+            channels = expand
         self.stages = nn.Sequential(*stages)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -107,7 +124,7 @@ class SimCLRCNN(Encoder):
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:
-        return {"widths": [4, 8], "image_size": 12}
+        return {"widths": [4, 8], "expand": 12, "image_size": 12}
 
     def example_inputs(
         self, batch_size: int, generator: torch.Generator | None = None

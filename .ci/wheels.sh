@@ -85,28 +85,42 @@ clean_env "${PIP_INSTALL[@]}" --no-deps "$WORK"/gen-dist/*.whl \
   || die "installing the generated plugins failed"
 clean_env "$PY" -m pip check || fail "pip check: a generated plugin's requirements are missing"
 
-step "copying tests out of the source tree"
-TESTS=$WORK/tests
-mkdir -p "$TESTS"
+step "copying the source tree without its packages"
+# Tests may read repository files by relative path (hub/recipes/, tests/hub/hub_server.py), so
+# they run in a copy of the tree (tracked and unignored files) from which every package
+# directory is removed: the code under test can only come from the installed wheels.
+TREE=$WORK/tree
+mkdir -p "$TREE"
+if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git -C "$ROOT" ls-files -z --cached --others --exclude-standard \
+    | (cd "$ROOT" && tar --null --ignore-failed-read -T - -cf -) | tar -xf - -C "$TREE" \
+    || die "copying the source tree failed"
+else
+  tar -C "$ROOT" --exclude=.venv --exclude=.git --exclude=runs --exclude=site -cf - . \
+    | tar -xf - -C "$TREE" || die "copying the source tree failed"
+fi
+rm -rf "$TREE/colearn_core" "$TREE/colearn" "$TREE"/plugins/*/colearn_plugin_* \
+  "$TREE"/examples/*/colearn_plugin_*
+mkdir -p "$TREE/generated"
+for d in "$GEN"/colearn-plugin-*; do
+  mkdir -p "$TREE/generated/$(basename "$d")" && cp -r "$d/tests" "$TREE/generated/$(basename "$d")/"
+done
+TEST_DIRS=()
 for d in "${DISTS[@]}" "$GEN"/colearn-plugin-*; do
   case $d in
-    .) [ "$CORE_TESTS" = 1 ] || continue; name=colearn-core ;;
+    .) [ "$CORE_TESTS" = 1 ] && TEST_DIRS+=(tests); continue ;;
     tests/plugins/*) continue ;;  # test-only plugin: the core tests exercise it
-    *) name=$(basename "$d") ;;
+    /*) rel=generated/$(basename "$d") ;;
+    *) rel=$d ;;
   esac
-  src=$d; [ "${d#/}" = "$d" ] && src=$ROOT/$d
-  [ -d "$src/tests" ] || { fail "$name has no tests/"; continue; }
-  cp -r "$src/tests" "$TESTS/$name"
+  if [ -d "$TREE/$rel/tests" ]; then TEST_DIRS+=("$rel/tests"); else fail "$rel has no tests/"; fi
 done
-# Repository data (not package data) that tests read relative to the working directory, e.g.
-# hub/recipes/*.yaml; it holds no Python package, so it cannot shadow an installed one.
-[ -d hub ] && cp -r hub "$TESTS/hub"
-find "$TESTS" -name __pycache__ -prune -exec rm -rf {} +
 
-step "running the tests against the installed wheels"
-# From $TESTS with rootdir there: no pyproject.toml or conftest of the source tree is seen.
-(cd "$TESTS" && clean_env "$PY" -m pytest -q -p no:cacheprovider --rootdir "$TESTS" \
-  -o addopts="-ra" -o testpaths="" .) || fail "tests against the installed wheels failed"
+step "running the tests against the installed wheels: ${TEST_DIRS[*]}"
+(cd "$TREE" && clean_env "$PY" -m pytest -q -p no:cacheprovider "${TEST_DIRS[@]}") \
+  || fail "tests against the installed wheels failed"
+(cd "$TREE" && clean_env "$PY" -c "import colearn_core, sys; sys.exit('site-packages' not in \
+  colearn_core.__file__)") || fail "colearn_core was not imported from the installed wheel"
 
 step "deptry: every import declared by its distribution"
 # DEP002 (declared but unused) is allowed: a distribution may declare what its users need.

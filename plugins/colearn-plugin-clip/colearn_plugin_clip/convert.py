@@ -131,9 +131,11 @@ def _check_clip(model: nn.Module) -> None:
         )
     if getattr(visual, "attn_pool", None) is not None:
         raise ConversionError("image tower: attentional pooling is not supported")
-    if visual.pool_type not in ("tok", "avg"):
-        raise ConversionError(f"image tower: pool_type {visual.pool_type!r} is not supported")
-    if visual.pool_type == "avg" and visual.final_ln_after_pool:
+    # attributes of recent open_clip versions; older ones behave like the defaults
+    pool_type = getattr(visual, "pool_type", "tok")
+    if pool_type not in ("tok", "avg"):
+        raise ConversionError(f"image tower: pool_type {pool_type!r} is not supported")
+    if pool_type == "avg" and getattr(visual, "final_ln_after_pool", False):
         raise ConversionError(
             "image tower: average pooling with final_ln_after_pool is not supported"
         )
@@ -142,8 +144,9 @@ def _check_clip(model: nn.Module) -> None:
             "the model has a logit_bias (a SigLIP model): colearn's clip trains with InfoNCE, "
             "which has none; SigLIP conversion is not supported"
         )
-    if model.text_pool_type not in ("argmax", "eos"):
-        raise ConversionError(f"text tower: pool_type {model.text_pool_type!r} is not supported")
+    text_pool = getattr(model, "text_pool_type", "argmax")
+    if text_pool not in ("argmax", "eos"):
+        raise ConversionError(f"text tower: pool_type {text_pool!r} is not supported")
     if model.attn_mask is None:
         raise ConversionError("text tower: a non-causal text transformer is not supported")
     if isinstance(model.text_projection, nn.Linear) and model.text_projection.bias is not None:
@@ -207,7 +210,7 @@ def clip_config_from_open_clip(model: nn.Module) -> dict[str, Any]:
         "image_size": image_size[0] if image_size[0] == image_size[1] else image_size,
         "patch_size": patch_size[0] if patch_size[0] == patch_size[1] else patch_size,
         "in_chans": 3,
-        "pool": "cls" if visual.pool_type == "tok" else "mean",
+        "pool": "cls" if getattr(visual, "pool_type", "tok") == "tok" else "mean",
         "class_token": True,
         "pre_norm": not isinstance(visual.ln_pre, nn.Identity),
         "patch_bias": visual.conv1.bias is not None,
@@ -228,7 +231,7 @@ def clip_config_from_open_clip(model: nn.Module) -> dict[str, Any]:
         "act": text["act"],
         "norm_eps": text["norm_eps"],
     }
-    if model.text_pool_type == "eos":
+    if getattr(model, "text_pool_type", "argmax") == "eos":
         text_encoder["eot_token_id"] = int(model.text_eos_id)
     return {
         "embed_dim": embed_dim,

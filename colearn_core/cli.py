@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import __version__
 from .errors import ColearnError
@@ -25,7 +26,15 @@ class Command:
     description: str | None = None
 
 
+#: What the groups of ``group/kind`` commands do, for their help (others get a generic line).
+GROUP_HELP = {
+    "convert": "convert another library's model into a colearn model folder",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI from the ``commands`` registry. A command named ``group/kind`` (registered by
+    any plugin, e.g. ``convert/open_clip``) runs as ``colearn group kind ...``."""
     from .registry import registries
 
     parser = argparse.ArgumentParser(
@@ -33,10 +42,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"colearn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, entry in registries.commands.items():
+    entries = list(registries.commands.items())
+    kinds: dict[str, list[str]] = {}
+    for name, _ in entries:
+        group, _, kind = name.partition("/")
+        if kind:
+            kinds.setdefault(group, []).append(kind)
+    groups: dict[str, Any] = {}
+    for group, members in kinds.items():
+        if group in registries.commands:
+            owner = registries.commands.entry(group).plugin
+            raise ColearnError(
+                f"command {group!r} from plugin {owner!r} clashes with the command group "
+                f"{group!r} ({', '.join(f'{group}/{k}' for k in members)}); rename one of them"
+            )
+        help_text = GROUP_HELP.get(group, f"{group} commands") + f" ({', '.join(members)})"
+        gp = sub.add_parser(group, help=help_text, description=help_text)
+        gp.set_defaults(_help=gp.print_help)
+        groups[group] = gp.add_subparsers(dest="kind", metavar="KIND")
+    for name, entry in entries:
         command: Command = entry.obj
-        p = sub.add_parser(
-            name,
+        group, _, kind = name.partition("/")
+        p = (groups[group] if kind else sub).add_parser(
+            kind or name,
             help=command.help,
             description=command.description or command.help,
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -59,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
-        parser.print_help()
+        getattr(args, "_help", parser.print_help)()
         return 2
     try:
         return int(args._run(args) or 0)

@@ -141,3 +141,27 @@ def test_version_and_help():
     assert run_colearn("--version").stdout.strip() == "colearn 0.1.0"
     result = run_colearn("--help")
     assert result.returncode == 0 and "plugins" in result.stdout
+
+
+def test_group_commands_run_as_subcommands():
+    result = run_colearn("convert")
+    assert result.returncode == 2
+    assert "usage: colearn convert" in result.stdout
+    assert "open_clip" in result.stdout and "imagebind" in result.stdout
+    assert "convert/open_clip" not in run_colearn("--help").stdout
+
+
+def test_a_command_clashing_with_a_group_is_named(fresh_plugins):
+    from colearn_core import ColearnError, hookimpl, register_plugin
+    from colearn_core.cli import Command, build_parser
+
+    class Clash:
+        @hookimpl
+        def register_commands(self, register):
+            register("convert", Command("clash", lambda p: None, lambda a: 0))
+
+    register_plugin(Clash(), name="clash-plugin")
+    import pytest
+
+    with pytest.raises(ColearnError, match="'convert' from plugin 'clash-plugin' clashes"):
+        build_parser()

@@ -37,12 +37,7 @@ def register_datasets(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def register_commands(register):  # type: ignore[no-untyped-def]
-    from colearn_core import registries
+    from .cli import CONVERT_OPEN_CLIP_COMMAND
 
-    from .cli import CONVERT_COMMAND, CONVERT_OPEN_CLIP_COMMAND
-
+    # The core's CLI runs a command named `convert/<kind>` as `colearn convert <kind>`.
     register("convert/open_clip", CONVERT_OPEN_CLIP_COMMAND)
-    # `convert` dispatches to every `convert/<kind>`; another plugin (or, later, the core) may
-    # have registered it already, and a second registration would be a duplicate name.
-    if "convert" not in registries.commands:
-        register("convert", CONVERT_COMMAND)

@@ -1,9 +1,8 @@
-"""Commands: ``colearn convert KIND ...`` (a dispatcher) and ``colearn convert open_clip ...``.
+"""The command ``colearn convert open_clip ...``.
 
-Converters are commands named ``convert/<kind>`` in the ``commands`` registry, so any plugin
-adds one (``convert/imagebind``) without knowing about the others; ``colearn convert <kind>``
-finds it there. The dispatcher ``convert`` is registered by the first plugin that needs it
-(this one registers it unless something already did); it belongs in the core eventually.
+It is registered as ``convert/open_clip``: the core's CLI runs every command named
+``<group>/<kind>`` as ``colearn <group> <kind>``, so each plugin adds its own converter
+(``convert/imagebind``) without knowing about the others.
 
 Importing this module is cheap: torch and open_clip load when a command runs.
 """
@@ -15,62 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from colearn_core import ConfigError, registries
+from colearn_core import ConfigError
 from colearn_core.cli import Command
 
-__all__ = ["CONVERTER_PREFIX", "CONVERT_COMMAND", "CONVERT_OPEN_CLIP_COMMAND"]
-
-#: Converters are the commands registered under this prefix: ``convert/<kind>``.
-CONVERTER_PREFIX = "convert/"
-
-
-# --- colearn convert KIND ... -----------------------------------------------------------------
-
-
-def _converters() -> dict[str, Command]:
-    return {
-        name[len(CONVERTER_PREFIX) :]: entry.obj
-        for name, entry in registries.commands.items()
-        if name.startswith(CONVERTER_PREFIX)
-    }
-
-
-def _convert_arguments(p: argparse.ArgumentParser) -> None:
-    kinds = _converters()
-    listing = "\n".join(f"  {kind:<14} {cmd.help}" for kind, cmd in sorted(kinds.items()))
-    p.epilog = (
-        "converters (each from a plugin; `colearn convert KIND --help` for its arguments):\n"
-        + (listing or "  none installed")
-    )
-    p.add_argument("kind", metavar="KIND", help="which converter: " + ", ".join(sorted(kinds)))
-    p.add_argument("args", nargs=argparse.REMAINDER, help="the converter's arguments")
-
-
-def _convert_run(args: argparse.Namespace) -> int:
-    kinds = _converters()
-    command = kinds.get(args.kind)
-    if command is None:
-        raise ConfigError(
-            f"unknown converter {args.kind!r}; installed: {', '.join(sorted(kinds)) or 'none'}. "
-            "A plugin adds one by registering a command named 'convert/<kind>'"
-        )
-    parser = argparse.ArgumentParser(
-        prog=f"colearn convert {args.kind}",
-        description=command.description or command.help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    command.add_arguments(parser)
-    return int(command.run(parser.parse_args(args.args)) or 0)
-
-
-CONVERT_COMMAND = Command(
-    help="convert another library's model into a colearn model folder (colearn convert KIND ...)",
-    add_arguments=_convert_arguments,
-    run=_convert_run,
-    description="Convert another library's model into a colearn model folder that from_hub "
-    "loads. The converters come from plugins (commands named convert/<kind>).",
-)
-
+__all__ = ["CONVERT_OPEN_CLIP_COMMAND"]
 
 # --- colearn convert open_clip MODEL_NAME [--pretrained TAG] OUT_DIR -----------------------
 

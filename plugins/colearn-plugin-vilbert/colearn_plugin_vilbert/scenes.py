@@ -224,9 +224,17 @@ def make_nsp_pairs(
 
 
 def scene_regions(
-    scenes: Sequence[Scene], mode: str = "ground-truth", detector: Any = None, grid: int = 3
+    scenes: Sequence[Scene],
+    mode: str = "ground-truth",
+    detector: Any = None,
+    grid: int = 3,
+    normalize: bool = True,
 ) -> list[dict[str, Any]]:
     """Per scene the ``regions`` column: boxes, features, class distributions, image size.
+
+    ``normalize``: L2-normalise each region's feature vector. The CNN's raw activations have
+    norms around 30 while the 5-d spatial encoding has norm about 1; summed after their
+    projections, the features would drown the positions at initialisation.
 
     ``detector``: a crop classifier, ``"fashion-mnist"`` / None (the cached trained one) or
     ``"untrained"`` (a seeded random one: fast, for smoke tests only).
@@ -253,7 +261,10 @@ def scene_regions(
     out = []
     for s in scenes:
         boxes = torch.tensor(s.boxes) if mode == "ground-truth" else None
-        out.append(extractor.extract(s.image, boxes).to_dict())
+        regions = extractor.extract(s.image, boxes)
+        if normalize:
+            regions.features = F.normalize(regions.features, dim=-1)
+        out.append(regions.to_dict())
     return out
 
 
@@ -270,6 +281,7 @@ def build_fashion_scenes(
     grid: int = 3,
     fashion_mnist_dir: str | None = None,
     detector: Any = "fashion-mnist",
+    normalize_features: bool = True,
 ) -> Any:
     """The ``fashion-scenes`` dataset builder: a ``datasets.DatasetDict`` with ``train``
     (``n_train`` scenes) and ``test`` (``n_test``), or one ``split`` as a ``Dataset``.
@@ -281,14 +293,25 @@ def build_fashion_scenes(
     encodes as ``[CLS] A [SEP] B [SEP]``; ``sentence_a``, ``sentence_b``; ``is_next``), no
     images. ``regions``: ``"ground-truth"`` boxes or a ``grid``, described by ``detector``
     (``"fashion-mnist"``: the cached Fashion-MNIST classifier, trained on first use;
-    ``"untrained"``: a random one for smoke tests; or a crop-classifier object).
+    ``"untrained"``: a random one for smoke tests; or a crop-classifier object);
+    ``normalize_features``: L2-normalise the region features (see :func:`scene_regions`).
     Results are cached in memory per argument set (the trainer asks for each split).
     """
     import datasets
 
     if split is not None and split not in ("train", "test"):
         raise ValueError(f"fashion-scenes has splits 'train' and 'test', not {split!r}")
-    args = (seed, task, regions, canvas, min_items, max_items, grid, fashion_mnist_dir)
+    args = (
+        seed,
+        task,
+        regions,
+        canvas,
+        min_items,
+        max_items,
+        grid,
+        fashion_mnist_dir,
+        normalize_features,
+    )
     parts = {}
     for name, n in (("train", n_train), ("test", n_test)):
         if split is None or split == name:
@@ -315,6 +338,7 @@ def _build_split(
     max_items: int,
     grid: int,
     fashion_mnist_dir: str | None,
+    normalize_features: bool,
     detector: Any = None,
 ) -> Any:
     import datasets
@@ -340,7 +364,7 @@ def _build_split(
                 "is_next": [y for _, _, y in pairs],
             }
         )
-    region_rows = scene_regions(scenes, regions, detector, grid)
+    region_rows = scene_regions(scenes, regions, detector, grid, normalize_features)
     rows: dict[str, list[Any]] = {
         k: [] for k in ("scene", "image", "boxes", "labels", "caption", "regions")
     }

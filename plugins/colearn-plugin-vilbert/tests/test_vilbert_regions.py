@@ -111,3 +111,26 @@ def test_faster_rcnn_extractor_on_a_small_torchvision_detector():
     assert (regions.boxes[:, 2] <= 96.01).all(), "boxes come back in the original image's pixels"
     given = extractor.extract(torch.rand(1, 96, 96), torch.tensor([[0.0, 0.0, 48.0, 48.0]]))
     assert torch.allclose(given.boxes, torch.tensor([[0.0, 0.0, 48.0, 48.0]]), atol=1e-3)
+
+
+def test_detector_training_and_safetensors_cache(tmp_path):
+    from colearn_plugin_vilbert.detector import VERSION, accuracy, load_detector, train_detector
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    # two easy "classes": bright top half vs bright bottom half
+    images = torch.zeros(256, 28, 28, dtype=torch.uint8)
+    labels = torch.randint(0, 2, (256,), generator=g)
+    images[labels == 0, :14] = 200
+    images[labels == 1, 14:] = 200
+    images = images + torch.randint(0, 40, images.shape, generator=g).to(torch.uint8)
+    model = train_detector(images, labels, epochs=2, batch_size=32, lr=3e-3)
+    assert accuracy(model, images, labels) > 0.95
+
+    with pytest.raises(FileNotFoundError, match="no cached fashion detector"):
+        load_detector(tmp_path, train_if_missing=False)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / f"fashion-detector-v{VERSION}.safetensors"))
+    loaded = load_detector(tmp_path, train_if_missing=False)
+    x = images[:8].unsqueeze(1).float() / 255
+    assert torch.equal(loaded(x), model(x))

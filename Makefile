@@ -6,15 +6,19 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PLUGIN_DIRS := $(sort $(wildcard plugins/colearn-plugin-*))
+# Third-party examples install the way a user installs them: from their own folder.
+EXAMPLE_DIRS := $(sort $(wildcard examples/colearn-plugin-*))
 STAMP := $(VENV)/.colearn-installed
 
 .PHONY: venv test lint pytest demo clean
 
-$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) demo/requirements.txt Makefile
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcard examples/*/pyproject.toml) \
+		demo/requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q -e '.[test]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
+	$(PIP) install -q $(foreach p,$(EXAMPLE_DIRS),'./$(p)[test]')
 	# The test plugin the core tests use (the misbehaving ones install per test session).
 	$(PIP) install -q -e tests/plugins/colearn-plugin-toy
 	# The demo's plotting libraries (tests/demo runs the demo's code path).

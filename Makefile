@@ -1,4 +1,5 @@
-# `make test`: a virtual environment from nothing, every distribution installed, lint + tests.
+# `make test`: a virtual environment from nothing, every distribution installed, lint, the docs
+# site (mkdocs --strict) and the tests.
 # `make demo`: the main job on the built-in default data.
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,14 +11,14 @@ PLUGIN_DIRS := $(sort $(wildcard plugins/colearn-plugin-*))
 EXAMPLE_DIRS := $(sort $(wildcard examples/colearn-plugin-*))
 STAMP := $(VENV)/.colearn-installed
 
-.PHONY: venv test lint pytest demo clean
+.PHONY: venv test lint docs pytest demo clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcard examples/*/pyproject.toml) \
 		demo/requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[test]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
+	$(PIP) install -q -e '.[test,docs]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
 	$(PIP) install -q $(foreach p,$(EXAMPLE_DIRS),'./$(p)[test]')
 	# The test plugin the core tests use (the misbehaving ones install per test session).
 	$(PIP) install -q -e tests/plugins/colearn-plugin-toy
@@ -34,10 +35,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The documentation site must build without a warning (broken links, missing API docstrings).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict -q -d "$$(mktemp -d)"
+
 pytest: $(STAMP)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-test: lint pytest
+test: lint docs pytest
 
 # make demo [REPO_ID=user/name (pushes to the Hub, needs HF_TOKEN)] [DEMO_ARGS="--quick --set k=v"]
 demo: $(STAMP)

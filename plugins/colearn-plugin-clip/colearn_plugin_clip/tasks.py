@@ -23,22 +23,27 @@ __all__ = [
     "Retrieval",
     "ZeroShotClassification",
     "class_embeddings",
+    "model_device",
+    "move_to",
+    "positive_ints",
     "recall_at_k",
     "topk_accuracy",
 ]
 
 
-def _device(model: Method) -> torch.device:
+def model_device(model: Method) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
 
 
-def _to(value: Any, device: torch.device) -> Any:
+def move_to(value: Any, device: torch.device) -> Any:
+    """``value`` on ``device``: a tensor or a (nested) mapping of them; other values as they are."""
     if isinstance(value, Tensor):
         return value.to(device, non_blocking=True)
     if isinstance(value, Mapping):
-        return {k: _to(v, device) for k, v in value.items()}
+        return {k: move_to(v, device) for k, v in value.items()}
     return value
 
 
@@ -55,7 +60,9 @@ def _preprocess(model: Method, tower: str, samples: Sequence[Any]) -> dict[str, 
     return modality.collate([modality.preprocess(s) for s in samples])
 
 
-def _check_positive_ints(name: str, values: Any) -> list[int]:
+def positive_ints(name: str, values: Any) -> list[int]:
+    """A task option that takes one positive int or a list of them (e.g. ``ks``), sorted and
+    without repeats; :class:`ConfigError` naming ``name`` otherwise."""
     if isinstance(values, int) and not isinstance(values, bool):
         values = [values]
     if (
@@ -80,10 +87,10 @@ def class_embeddings(
     template filled with its name, each L2-normalised, averaged and normalised again (CLIP's
     prompt ensembling)."""
     texts = [template.format(name) for name in class_names for template in templates]
-    device = _device(model)
+    device = model_device(model)
     parts = []
     for i in range(0, len(texts), batch_size):
-        batch = _to(_preprocess(model, tower, texts[i : i + batch_size]), device)
+        batch = move_to(_preprocess(model, tower, texts[i : i + batch_size]), device)
         parts.append(model.embed({tower: batch})[tower].float())
     z = F.normalize(torch.cat(parts), dim=-1)  # (K * T, E)
     z = z.view(len(class_names), len(templates), -1).mean(dim=1)  # (K, E)
@@ -131,7 +138,7 @@ class ZeroShotClassification(Task):
     ) -> None:
         names = resolve_class_names(class_names)
         prompts = resolve_templates(templates)
-        ks = _check_positive_ints("zero-shot-classification: ks", ks)
+        ks = positive_ints("zero-shot-classification: ks", ks)
         super().__init__(
             class_names=names,
             templates=prompts,
@@ -164,7 +171,7 @@ class ZeroShotClassification(Task):
                     f"{self.label!r} (keys: {sorted(batch)}); map the image column and set "
                     "the label column"
                 )
-            images = _to(batch[self.image], device)
+            images = move_to(batch[self.image], device)
             labels = torch.as_tensor(batch[self.label], device=device).long().view(-1)
             if labels.numel() and (labels.min() < 0 or labels.max() >= len(self.class_names)):
                 raise ConfigError(
@@ -248,21 +255,21 @@ class Retrieval(Task):
         ks: Sequence[int] | int = (1, 5, 10),
         group: str | None = None,
     ) -> None:
-        ks = _check_positive_ints("retrieval: ks", ks)
+        ks = positive_ints("retrieval: ks", ks)
         super().__init__(image=image, text=text, ks=ks, group=group)
         self.image, self.text, self.ks, self.group = image, text, ks, group
 
     @torch.no_grad()
     def evaluate(self, model: Method, data: Iterable[Batch]) -> dict[str, float]:
         images, texts, ids = [], [], []
-        device = _device(model)
+        device = model_device(model)
         for i, batch in enumerate(data):
             if self.image not in batch or self.text not in batch:
                 raise ConfigError(
                     f"retrieval: batch {i} lacks {self.image!r} or {self.text!r} (keys: "
                     f"{sorted(batch)}); map both columns in data.columns / --columns"
                 )
-            pair = {tower: _to(batch[tower], device) for tower in (self.image, self.text)}
+            pair = {tower: move_to(batch[tower], device) for tower in (self.image, self.text)}
             z = model.embed(pair)
             images.append(F.normalize(z[self.image].float(), dim=-1))
             texts.append(F.normalize(z[self.text].float(), dim=-1))

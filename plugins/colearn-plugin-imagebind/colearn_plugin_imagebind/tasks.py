@@ -23,7 +23,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from colearn_plugin_clip.prompts import resolve_class_names, resolve_templates
-from colearn_plugin_clip.tasks import class_embeddings, recall_at_k, topk_accuracy
+from colearn_plugin_clip.tasks import (
+    class_embeddings,
+    model_device,
+    move_to,
+    positive_ints,
+    recall_at_k,
+    topk_accuracy,
+)
 from torch import Tensor
 
 from colearn_core import Batch, ConfigError, Method, Task
@@ -37,32 +44,6 @@ __all__ = [
     "ZeroShot",
     "collect_embeddings",
 ]
-
-
-def _device(model: Method) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, Mapping):
-        return {k: _to(v, device) for k, v in value.items()}
-    return value
-
-
-def _ks(name: str, values: Any) -> list[int]:
-    if isinstance(values, int) and not isinstance(values, bool):
-        values = [values]
-    if (
-        not isinstance(values, Sequence)
-        or not values
-        or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in values)
-    ):
-        raise ConfigError(f"{name}: ks must be a positive int or a list of them, got {values!r}")
-    return sorted(set(values))
 
 
 @torch.no_grad()
@@ -79,7 +60,7 @@ def collect_embeddings(
     Only rows where every tower in ``towers`` is present are kept (the presence masks of
     :mod:`colearn_plugin_imagebind.missing`), so row ``i`` of each output is one example.
     """
-    device = _device(model)
+    device = model_device(model)
     parts: dict[str, list[Tensor]] = {t: [] for t in towers}
     labels: list[Tensor] = []
     for i, batch in enumerate(data):
@@ -96,7 +77,7 @@ def collect_embeddings(
             keep &= presence(batch, t, n, device)
         if not bool(keep.any()):
             continue
-        z = model.embed({t: _to(batch[t], device) for t in towers})
+        z = model.embed({t: move_to(batch[t], device) for t in towers})
         for t in towers:
             parts[t].append(F.normalize(z[t].float()[keep], dim=-1))
         if label is not None:
@@ -150,7 +131,7 @@ class ZeroShot(Task):
     ) -> None:
         names = resolve_class_names(class_names)
         prompts = resolve_templates(templates)
-        ks = _ks(self.name, ks)
+        ks = positive_ints(f"{self.name}: ks", ks)
         if modality == text:
             raise ConfigError(f"{self.name}: modality and text are both {modality!r}")
         super().__init__(
@@ -246,7 +227,7 @@ class CrossModalRetrieval(Task):
         label: str = "label",
         both_directions: bool = True,
     ) -> None:
-        ks = _ks(self.name, ks)
+        ks = positive_ints(f"{self.name}: ks", ks)
         if match not in ("pair", "label"):
             raise ConfigError(f"{self.name}: match must be 'pair' or 'label', got {match!r}")
         if query == target:

@@ -24,6 +24,9 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int | None]
     description: str | None = None
+    #: The ``nargs="*"`` positional (its dest) that also takes positionals given after options:
+    #: argparse alone cannot intermix them (``colearn embed MODEL --modality text "a" "b"``).
+    intermixed: str | None = None
 
 
 #: What the groups of ``group/kind`` commands do, for their help (others get a generic line).
@@ -70,8 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.add_arguments(p)
-        p.set_defaults(_run=command.run)
+        p.set_defaults(_run=command.run, _intermixed=command.intermixed)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args`` that lets a command's :attr:`Command.intermixed` positional take
+    positionals given after its options; anything else unrecognised is an error as usual."""
+    args, extra = parser.parse_known_args(list(argv))
+    dest = getattr(args, "_intermixed", None)
+    if extra and (dest is None or any(e.startswith("-") and e != "-" for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(args, dest, [*getattr(args, dest), *extra])
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ColearnError as exc:  # e.g. a plugin failing in strict mode
         print(f"colearn: error: {exc}", file=sys.stderr)
         return 1
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "_run", None):
         getattr(args, "_help", parser.print_help)()
         return 2

@@ -117,8 +117,9 @@ EMBED_COMMAND = Command(
     help="embed images, text or audio files with a trained model (.safetensors or .npy)",
     add_arguments=_arguments,
     run=_run,
+    intermixed="inputs",
     description="Embed inputs of one modality with a model from a folder or the Hub.\n\n"
-    "  colearn embed --modality image --out img.safetensors runs/demo/model a.png b.png\n"
+    "  colearn embed runs/demo/model --modality image --out img.safetensors a.png b.png\n"
     '  colearn embed --modality text --out text.npy runs/demo/model "a dress" "a bag"',
 )
 

@@ -58,3 +58,29 @@ def test_cli_names_the_missing_tower(toy, tmp_path):
     assert result.returncode == 1
     assert "'image'" in result.stderr and "tower" in result.stderr, result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["embed", "--modality", "a", "--out", "o.npy", "MODEL", "x", "y"],
+        ["embed", "MODEL", "--modality", "a", "--out", "o.npy", "x", "y"],
+        ["embed", "MODEL", "x", "--modality", "a", "y", "--out", "o.npy"],
+    ],
+)
+def test_cli_inputs_may_follow_the_options(argv):
+    from colearn_core.cli import build_parser, parse_args
+
+    args = parse_args(build_parser(), argv)
+    assert (args.model, args.modality, args.out, args.inputs) == ("MODEL", "a", "o.npy", ["x", "y"])
+
+
+def test_cli_unknown_options_still_fail(capsys):
+    from colearn_core.cli import build_parser, parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        parse_args(build_parser(), ["embed", "MODEL", "--modality", "a", "--out", "o", "--bogus"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a command without an intermixed positional
+        parse_args(build_parser(), ["plugins", "stray"])

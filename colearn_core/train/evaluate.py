@@ -18,19 +18,62 @@ __all__ = ["EvalData", "eval_data", "run_tasks"]
 
 class EvalData:
     """A re-iterable view of a DataLoader whose batches are moved to ``device`` (tasks may
-    pass over the data more than once)."""
+    pass over the data more than once).
 
-    def __init__(self, loader: Any, device: torch.device) -> None:
-        self.loader, self.device = loader, device
+    The first complete pass keeps the (CPU) batches when they total at most ``cache_bytes``,
+    so later passes and later tasks skip decoding and preprocessing; larger splits are read
+    again each pass. Eval preprocessing is deterministic, so the cached batches are the ones
+    a new pass would produce.
+    """
+
+    def __init__(self, loader: Any, device: torch.device, cache_bytes: int = 1 << 30) -> None:
+        self.loader, self.device, self.cache_bytes = loader, device, cache_bytes
+        self._cache: list[Any] | None = None
 
     def __iter__(self) -> Iterator[Any]:
         from accelerate.utils import send_to_device
 
+        # Copies in and out of the cache: a task may change a batch in place (e.g. masking).
+        if self._cache is not None:
+            for batch in self._cache:
+                yield send_to_device(_clone(batch), self.device)
+            return
+        kept: list[Any] | None = [] if self.cache_bytes > 0 else None
+        size = 0
         for batch in self.loader:
+            if kept is not None:
+                size += _nbytes(batch)
+                if size <= self.cache_bytes:
+                    kept.append(_clone(batch))
+                else:
+                    kept = None
             yield send_to_device(batch, self.device)
+        self._cache = kept  # only a complete pass is kept (a task may stop early)
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return type(value)({k: _clone(v) for k, v in value.items()})
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(_clone(v) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    return value
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return 0
 
 
 def eval_data(

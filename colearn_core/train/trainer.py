@@ -129,6 +129,19 @@ def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     return state
 
 
+def _norm_running_stats(module: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(buffer, copy)`` for the running statistics of every batch-norm layer that will
+    update them in the next forward pass."""
+    saved = []
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                buffer = getattr(m, name, None)
+                if buffer is not None:
+                    saved.append((buffer, buffer.detach().clone()))
+    return saved
+
+
 def _set_rng_state(state: Mapping[str, torch.Tensor], device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state:
@@ -401,12 +414,16 @@ class Trainer:
         self, micro: Sequence[Mapping[str, Any]], batch: Mapping[str, Any]
     ) -> dict[str, torch.Tensor]:
         method, acc, device = self.method, self.accelerator, self.accelerator.device
-        # 1. features of every micro-batch, no graph
+        # 1. features of every micro-batch, no graph. Step 3 runs the same forward passes
+        # again: batch-norm running statistics are put back so that they move once per batch.
         starts, cached_parts = [], []
+        norm_stats = _norm_running_stats(method)
         with torch.no_grad(), acc.autocast():
             for mb in micro:
                 starts.append(_rng_state(device))
                 cached_parts.append(method.embed(mb))
+            for buffer, saved in norm_stats:
+                buffer.copy_(saved)
         after = _rng_state(device)
         cached = {
             name: torch.cat([part[name] for part in cached_parts]).requires_grad_()
@@ -427,7 +444,8 @@ class Trainer:
             _set_rng_state(state, device)
             with acc.autocast():
                 fresh = method.embed(mb)
-            names = [n for n in fresh if cached[n].grad is not None]
+            # a frozen tower's features carry no graph: nothing to push through
+            names = [n for n in fresh if cached[n].grad is not None and fresh[n].requires_grad]
             torch.autograd.backward(
                 [fresh[n] for n in names], [cached[n].grad[row : row + rows] for n in names]
             )

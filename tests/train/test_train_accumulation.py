@@ -76,3 +76,32 @@ def test_plain_accumulation_averages_micro_batch_losses(make_recipe, tmp_path):
     (sum(parts) / 4).backward()
     torch.testing.assert_close(losses["contrastive"], sum(p.detach() for p in parts) / 4)
     assert_close(grads(trainer.method), grads(reference))
+
+
+def test_batch_norm_statistics_move_once_per_micro_batch(make_recipe, tmp_path):
+    trainer, batch, reference = setup(make_recipe, tmp_path, "method.config.batch_norm=true")
+    trainer.compute_gradients(batch)
+    with torch.no_grad():  # what the running statistics see in plain training: one pass each
+        for mb in split_batch(batch, 4):
+            reference.embed(mb)
+    for tower in ("a", "b"):
+        got, want = trainer.method.norms[tower], reference.norms[tower]
+        assert int(got.num_batches_tracked) == int(want.num_batches_tracked) == 4
+        torch.testing.assert_close(got.running_mean, want.running_mean)
+        torch.testing.assert_close(got.running_var, want.running_var)
+
+
+def test_a_frozen_tower_is_skipped_in_the_recomputation(make_recipe, tmp_path):
+    trainer, batch, reference = setup(make_recipe, tmp_path)
+    for model in (trainer.method, reference):
+        for module in (model.encoders["b"], model.projections["b"]):
+            module.requires_grad_(False)
+    losses = trainer.compute_gradients(batch)
+    big = reference(batch).losses["contrastive"]
+    big.backward()
+    torch.testing.assert_close(losses["contrastive"], big.detach(), atol=1e-6, rtol=1e-6)
+    for (name, got), want in zip(trainer.method.named_parameters(), reference.parameters()):
+        assert (got.grad is None) == (want.grad is None), name
+        if want.grad is not None:
+            torch.testing.assert_close(got.grad, want.grad, atol=1e-6, rtol=1e-5, msg=name)
+    assert trainer.method.encoders["b"].net[0].weight.grad is None

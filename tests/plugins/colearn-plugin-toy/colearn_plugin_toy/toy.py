@@ -75,8 +75,9 @@ class ToyCLIP(Method):
     InfoNCE (learnable temperature; global negatives across processes).
 
     Config: ``{"dim": 8, "width": 32, "embed_dim": 16, "init_temperature": 0.1,
-    "towers": ["a", "b"], "dropout": 0.0, "sleep": 0.0}``. ``dropout`` acts on the pooled
-    features (to test RNG handling); ``sleep`` seconds are spent in every ``embed`` call (to
+    "towers": ["a", "b"], "dropout": 0.0, "batch_norm": False, "sleep": 0.0}``. ``dropout``
+    acts on the pooled features (to test RNG handling), ``batch_norm`` adds a BatchNorm1d there
+    (to test running statistics); ``sleep`` seconds are spent in every ``embed`` call (to
     make a test run slow enough to be killed mid-way).
     """
 
@@ -94,6 +95,7 @@ class ToyCLIP(Method):
             "init_temperature": 0.1,
             "towers": ["a", "b"],
             "dropout": 0.0,
+            "batch_norm": False,
             "sleep": 0.0,
         }
         super().__init__({**defaults, **config})
@@ -105,6 +107,8 @@ class ToyCLIP(Method):
         enc = registries.encoders.get("toy-vector/mlp")
         self.encoders = nn.ModuleDict({t: enc(dim=c["dim"], width=c["width"]) for t in towers})
         self.dropout = nn.Dropout(c["dropout"])
+        norm = (lambda: nn.BatchNorm1d(c["width"])) if c["batch_norm"] else nn.Identity
+        self.norms = nn.ModuleDict({t: norm() for t in towers})
         self.projections = nn.ModuleDict(
             {t: nn.Linear(c["width"], c["embed_dim"], bias=False) for t in towers}
         )
@@ -136,7 +140,7 @@ class ToyCLIP(Method):
         out = {}
         for tower, encoder in self.encoders.items():
             if tower in batch:
-                pooled = self.dropout(encoder(batch[tower]).pooled)  # (B, width)
+                pooled = self.norms[tower](self.dropout(encoder(batch[tower]).pooled))  # (B, width)
                 out[tower] = F.normalize(self.projections[tower](pooled), dim=-1)  # (B, E)
         return out
 

@@ -5,8 +5,8 @@ Registers: method ``vilbert`` (and ``vilbert-text``, BERT pretraining of its tex
 fusion ``co-attention``, modality ``regions``, losses ``vilbert-masked-lm``,
 ``vilbert-masked-region-kl``, ``vilbert-alignment``, tasks ``vilbert-pretraining``,
 ``vilbert-text-pretraining``, ``vilbert-retrieval``, ``vilbert-vqa``, dataset
-``fashion-scenes`` and the command ``vilbert-import``. Only hook implementations live here;
-modules load inside the hooks.
+``fashion-scenes`` and the converter ``convert/vilbert`` (``colearn convert vilbert``).
+Only hook implementations live here; modules load inside the hooks.
 """
 
 from colearn_core import hookimpl
@@ -65,6 +65,7 @@ def register_datasets(register):
 
 @hookimpl
 def register_commands(register):
-    from .cli import IMPORT_COMMAND
+    from .cli import CONVERT_VILBERT_COMMAND
 
-    register("vilbert-import", IMPORT_COMMAND)
+    # The core's CLI runs a command named `convert/<kind>` as `colearn convert <kind>`.
+    register("convert/vilbert", CONVERT_VILBERT_COMMAND)

@@ -1,4 +1,4 @@
-"""``colearn vilbert-import``: convert an official ViLBERT checkpoint into a colearn model."""
+"""``colearn convert vilbert``: convert an official ViLBERT checkpoint into a colearn model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from colearn_core.cli import Command
 
-__all__ = ["IMPORT_COMMAND"]
+__all__ = ["CONVERT_VILBERT_COMMAND"]
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,14 +36,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-IMPORT_COMMAND = Command(
+CONVERT_VILBERT_COMMAND = Command(
     help="convert an official vilbert-multi-task checkpoint into a colearn vilbert model",
     add_arguments=_add_arguments,
     run=_run,
     description=(
         "Convert facebookresearch/vilbert-multi-task weights (read with torch.load("
         "weights_only=True)):\n"
-        "  colearn vilbert-import pretrained_model.bin bert_base_6layer_6conect.json out/\n"
+        "  colearn convert vilbert pretrained_model.bin bert_base_6layer_6conect.json out/\n"
         "The key mapping is documented in docs/methods/vilbert.md."
     ),
 )

@@ -238,7 +238,8 @@ def test_import_command_reads_tensor_only_pickles_and_saves_a_model(tmp_path, ca
     (tmp_path / "config.json").write_text(json.dumps(TINY))
     rc = main(
         [
-            "vilbert-import",
+            "convert",
+            "vilbert",
             str(tmp_path / "pytorch_model.bin"),
             str(tmp_path / "config.json"),
             str(tmp_path / "out"),

@@ -25,6 +25,7 @@ from torch import Tensor
 __all__ = [
     "ANSWERS",
     "CLASS_NAMES",
+    "QUESTION_TYPES",
     "Scene",
     "build_fashion_scenes",
     "make_nsp_pairs",
@@ -48,6 +49,14 @@ CLASS_NAMES: tuple[str, ...] = (
 NUMBERS = {2: "two", 3: "three", 4: "four"}
 #: The VQA answer vocabulary, in the order of the ``answer`` labels.
 ANSWERS: tuple[str, ...] = ("no", "yes", "two", "three", "four", *CLASS_NAMES)
+#: Each question type and a regular expression matching the start of its questions (the
+#: ``vilbert-vqa`` task's ``question_types``, for accuracy per type).
+QUESTION_TYPES: dict[str, str] = {
+    "count": r"how many\b",
+    "exist": r"is there\b",
+    "relation": r"is the\b",
+    "extreme": r"what is the\b",
+}
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 EXTREMES = {"leftmost": (0, -1), "rightmost": (0, 1), "topmost": (1, -1), "lowest": (1, 1)}
 

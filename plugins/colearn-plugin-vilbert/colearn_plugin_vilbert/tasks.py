@@ -6,7 +6,8 @@
   regions, the best constant guess), and masked-LM accuracy.
 - ``vilbert-retrieval``: caption -> image retrieval by alignment score over ``max_images``
   held-out pairs: every caption is scored against every image; R@1/5/10.
-- ``vilbert-vqa``: answer accuracy of a model fine-tuned with ``objective: vqa``.
+- ``vilbert-vqa``: answer accuracy of a model fine-tuned with ``objective: vqa``, overall and
+  per question type.
 - ``vilbert-text-pretraining``: masked-LM and next-sentence accuracy of ``vilbert-text``.
 
 ``data`` is an iterable of collated batches (``{"text": ..., "regions": ..., "label"}``).
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -188,25 +190,86 @@ class RetrievalTask(Task):
 
 
 class VQATask(Task):
-    """Accuracy of the VQA answer classifier (``batch["label"]`` holds the answer index)."""
+    """Accuracy of the VQA answer classifier (``batch["label"]`` holds the answer index),
+    overall and per question type.
+
+    Config: ``question_types`` (optional): ``{type: regular expression}``; each question (the
+    text stream's input, decoded with the model's text modality) gets the first type whose
+    expression matches at its start, else ``"other"``. Then ``accuracy_<type>`` and
+    ``questions_<type>`` are reported for every type that occurs. The fashion-scenes recipe
+    lists the patterns of its question types (count, exist, relation, extreme).
+    """
 
     name = "vilbert-vqa"
+
+    def __init__(self, question_types: Mapping[str, str] | None = None) -> None:
+        patterns: dict[str, re.Pattern[str]] = {}
+        for qtype, expression in dict(question_types or {}).items():
+            if not isinstance(expression, str):
+                raise ConfigError(
+                    f"vilbert-vqa: question_types.{qtype} must be a regular expression string, "
+                    f"got {expression!r}"
+                )
+            try:
+                patterns[str(qtype)] = re.compile(expression)
+            except re.error as exc:
+                raise ConfigError(
+                    f"vilbert-vqa: question_types.{qtype}={expression!r} is not a valid "
+                    f"regular expression: {exc}"
+                ) from None
+        super().__init__(question_types=dict(question_types or {}))
+        self.patterns = patterns
+
+    def question_type(self, question: str) -> str:
+        """The first configured type whose expression matches at the start of ``question``."""
+        text = question.strip()
+        for qtype, pattern in self.patterns.items():
+            if pattern.match(text):
+                return qtype
+        return "other"
+
+    def _types(self, model: Any, text: Mapping[str, Tensor]) -> list[str]:
+        modality = model.modalities.get("text")
+        if modality is None or not hasattr(modality, "decode"):
+            raise ConfigError(
+                "vilbert-vqa: question_types needs the model's text modality (with decode) to "
+                "read the questions back; configure vilbert.modalities.text"
+            )
+        ids, mask = text["input_ids"], text.get("attention_mask")
+        questions = []
+        for i in range(len(ids)):
+            row = ids[i] if mask is None else ids[i][mask[i].bool()]
+            questions.append(modality.decode(row.tolist()))
+        return [self.question_type(q) for q in questions]
 
     @torch.no_grad()
     def evaluate(self, model: Any, data: Iterable[Batch]) -> dict[str, float]:
         if getattr(model, "vqa_head", None) is None:
             raise ConfigError("vilbert-vqa evaluates a vilbert model with objective 'vqa'")
-        correct = total = 0
+        correct: dict[str, int] = {}
+        total: dict[str, int] = {}
         for batch in data:
             answer = batch.get("label", batch.get("answer"))
             if answer is None:
                 raise KeyError("vilbert-vqa: batches need the answer index as 'label'")
             logits = model(batch).logits["vqa"]
-            correct += int((logits.argmax(-1) == answer).sum())
-            total += len(answer)
-        if total == 0:
+            hits = (logits.argmax(-1) == answer).cpu().tolist()
+            types = ["all"] * len(hits)
+            if self.patterns:
+                types = self._types(model, batch["text"])
+            for qtype, hit in zip(types, hits):
+                correct[qtype] = correct.get(qtype, 0) + int(hit)
+                total[qtype] = total.get(qtype, 0) + 1
+        n = sum(total.values())
+        if n == 0:
             raise ValueError("vilbert-vqa: the evaluation data is empty")
-        return {"accuracy": correct / total, "questions": float(total)}
+        metrics = {"accuracy": sum(correct.values()) / n, "questions": float(n)}
+        if self.patterns:
+            for qtype in [*self.patterns, "other"]:
+                if qtype in total:
+                    metrics[f"accuracy_{qtype}"] = correct[qtype] / total[qtype]
+                    metrics[f"questions_{qtype}"] = float(total[qtype])
+        return metrics
 
 
 class TextPretrainingEval(Task):

@@ -117,6 +117,92 @@ def test_vqa_accuracy_counts_correct_answers():
         registries.tasks.get("vilbert-vqa")().evaluate(ViLBERT(tiny_config()), batches)
 
 
+def test_vqa_accuracy_per_question_type_on_a_hand_made_case():
+    """Six questions of three types (and one no pattern matches); the model answers by rote:
+    "yes" to every yes/no question and "two" otherwise, so the per-type tallies are known."""
+    from colearn_plugin_vilbert.scenes import QUESTION_TYPES
+
+    from colearn_core import ModelOutput
+
+    text = {"tokenizer": str(TOKENIZER), "style": "bert", "context_length": 16}
+    answers = ["no", "yes", "two", "three"]
+
+    class Rote(ViLBERT):
+        def forward(self, batch):
+            first = batch["text"]["input_ids"][:, 1]  # the question's first word
+            is_yes_no = first == self.modalities["text"].preprocess("is")["input_ids"][1]
+            guess = torch.where(is_yes_no, 1, 2)
+            return ModelOutput(logits={"vqa": F.one_hot(guess, len(answers)).float()})
+
+    model = Rote(tiny_config(objective="vqa", answers=answers, modalities={"text": text}))
+    modality = model.modalities["text"]
+    cases = [  # (question, answer index): rote answer right?
+        ("how many items are there?", 2),  # count: "two", right
+        ("how many items are there?", 3),  # count: "two", wrong
+        ("is there a bag?", 1),  # exist: "yes", right
+        ("is there a coat?", 0),  # exist: "yes", wrong
+        ("is the bag left of the coat?", 1),  # relation: right
+        ("is the bag above the coat?", 1),  # relation: right
+        ("what is the leftmost item?", 2),  # extreme: right (a rote "two")
+        ("which item is the largest?", 3),  # no pattern: other, wrong
+    ]
+    batches = []
+    for start in (0, 5):  # two batches of different sizes
+        part = cases[start : start + 5]
+        batches.append(
+            {
+                "text": modality.collate([modality.preprocess(q) for q, _ in part]),
+                "label": torch.tensor([a for _, a in part]),
+            }
+        )
+    task = registries.tasks.get("vilbert-vqa")(question_types=QUESTION_TYPES)
+    m = task.evaluate(model, batches)
+    assert m == {
+        "accuracy": 5 / 8,
+        "questions": 8.0,
+        "accuracy_count": 0.5,
+        "questions_count": 2.0,
+        "accuracy_exist": 0.5,
+        "questions_exist": 2.0,
+        "accuracy_relation": 1.0,
+        "questions_relation": 2.0,
+        "accuracy_extreme": 1.0,
+        "questions_extreme": 1.0,
+        "accuracy_other": 0.0,
+        "questions_other": 1.0,
+    }
+    # without patterns: the overall numbers only
+    assert registries.tasks.get("vilbert-vqa")().evaluate(model, batches) == {
+        "accuracy": 5 / 8,
+        "questions": 8.0,
+    }
+    with pytest.raises(Exception, match=r"question_types.count=.*regular expression"):
+        registries.tasks.get("vilbert-vqa")(question_types={"count": "how (many"})
+
+
+def test_question_type_patterns_agree_with_the_dataset_column():
+    """The patterns the recipe gives the VQA task type every generated question as the
+    fashion-scenes ``question_type`` column does."""
+    from pathlib import Path
+
+    from colearn_plugin_vilbert.scenes import QUESTION_TYPES, make_scene
+
+    recipe = Path(__file__).parents[3] / "hub" / "recipes" / "vilbert-vqa-fashion-scenes.yaml"
+    evals = yaml.safe_load(recipe.read_text())["eval"]
+    vqa = next(e for e in evals if e["task"] == "vilbert-vqa")
+    assert vqa["question_types"] == QUESTION_TYPES
+    task = registries.tasks.get("vilbert-vqa")(question_types=vqa["question_types"])
+    images = torch.randint(0, 256, (20, 28, 28), dtype=torch.uint8)
+    by_class = [torch.tensor([2 * c, 2 * c + 1]) for c in range(10)]
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(60):
+        for qtype, question, _ in make_scene(images, by_class, g).qa:
+            assert task.question_type(question) == qtype, question
+            seen.add(qtype)
+    assert seen == set(QUESTION_TYPES)
+
+
 def _recipe(tmp_path, method_config, data, eval_tasks):
     recipe = {
         "method": {"name": "vilbert", "config": method_config},

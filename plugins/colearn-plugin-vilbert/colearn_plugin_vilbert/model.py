@@ -35,7 +35,14 @@ from .config import merge_config
 from .heads import AnswerHead, LMHead, RegionHead
 from .layers import init_bert_weights
 from .losses import alignment_loss, masked_lm_loss, masked_region_kl
-from .masking import IGNORE_INDEX, mask_regions, mask_tokens, segment_ids, swap_captions
+from .masking import (
+    IGNORE_INDEX,
+    mask_regions,
+    mask_tokens,
+    segment_ids,
+    swap_captions,
+    trim_padding,
+)
 from .streams import TwoStreamEncoder
 
 __all__ = ["DEFAULTS", "PretrainingInputs", "ViLBERT", "load_weights", "tiny_config"]
@@ -301,8 +308,15 @@ class ViLBERT(Method):
         input_ids: Tensor | None = None,
         features: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Run both streams; ``input_ids``/``features`` override the batch's (corrupted ones)."""
-        ids = text["input_ids"] if input_ids is None else input_ids
+        """Run both streams; ``input_ids``/``features`` override the batch's (corrupted ones).
+
+        Text columns after the batch's last real token are cut (:func:`trim_padding`), so the
+        ``text`` output is ``(B, T', Dt)`` with ``T'`` at most the input length.
+        """
+        if input_ids is not None:
+            text = {**text, "input_ids": input_ids}
+        text = trim_padding(text)
+        ids = text["input_ids"]
         mask = text.get("attention_mask")
         mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
         types = text.get("token_type_ids")
@@ -352,6 +366,9 @@ class ViLBERT(Method):
 
         swap = swap_captions(ids, attn, generator=generator, fraction=m["swap_frac"])
         ids, attn, types = ids[swap.text_index], attn[swap.text_index], types[swap.text_index]
+        # cut the padding the chosen captions share, as encode() will (labels must match)
+        cut = trim_padding({"input_ids": ids, "attention_mask": attn, "token_type_ids": types})
+        ids, attn, types = cut["input_ids"], cut["attention_mask"], cut["token_type_ids"]
 
         maskable = attn & (ids != sp["cls"]) & (ids != sp["sep"]) & (ids != sp["pad"])
         corrupted, labels = mask_tokens(

@@ -26,7 +26,7 @@ from .config import merge_config
 from .heads import LMHead
 from .layers import init_bert_weights
 from .losses import masked_lm_loss
-from .masking import mask_tokens, segment_ids
+from .masking import mask_tokens, segment_ids, trim_padding
 from .model import _modality, resolve_text
 from .streams import build_text_stream
 
@@ -85,7 +85,7 @@ class ViLBERTText(Method):
     def forward(self, batch: Mapping[str, Any]) -> ModelOutput:
         if "text" not in batch:
             raise KeyError(f"vilbert-text: the batch has no 'text' entry (got {sorted(batch)})")
-        text = batch["text"]
+        text = trim_padding(batch["text"])  # padded columns change nothing; skip their compute
         ids = text["input_ids"]
         sp, m = self.config["special_tokens"], self.config["masking"]
         attn = text.get("attention_mask")

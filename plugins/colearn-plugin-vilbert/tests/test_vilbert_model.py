@@ -234,3 +234,53 @@ def test_vqa_fine_tuning_starts_from_a_pretrained_vilbert(tmp_path):
     for key, value in pre.state_dict().items():
         assert torch.equal(vqa.state_dict()[key], value), key
     assert vqa.config["initialised_from"] == {"init_from": str(tmp_path / "pre")}
+
+
+def _pad_columns(batch, extra):
+    """The same batch with ``extra`` more padding columns at the end of the text."""
+    text = batch["text"]
+    padded = {k: torch.cat([v, v.new_zeros(v.shape[0], extra)], dim=1) for k, v in text.items()}
+    return {**batch, "text": padded}
+
+
+def test_trailing_padding_changes_no_output_and_is_cut():
+    from colearn_plugin_vilbert.masking import trim_padding
+
+    batch = _batch()
+    batch["text"]["attention_mask"][:, 9:] = 0  # every caption ends before the last column
+    batch["text"]["input_ids"][:, 9:] = 0
+    cut = trim_padding(batch["text"])
+    assert cut["input_ids"].shape == (6, 9) and torch.equal(
+        cut["input_ids"], batch["text"]["input_ids"][:, :9]
+    )
+    assert trim_padding(cut)["input_ids"].shape == (6, 9), "nothing more to cut"
+    torch.manual_seed(0)
+    model = ViLBERT(tiny_config(objective="vqa", answers=["a", "b", "c"])).eval()
+    padded = _pad_columns(batch, 5)
+    with torch.no_grad():
+        a = model.encode(batch["text"], batch["regions"])
+        b = model.encode(padded["text"], padded["regions"])
+        assert a["text"].shape[1] == b["text"].shape[1] == 9
+        for key in ("text", "vision", "pooled"):
+            assert torch.allclose(a[key], b[key], atol=1e-5), key
+        assert torch.allclose(model(batch).logits["vqa"], model(padded).logits["vqa"], atol=1e-5)
+    # pretraining: the corrupted inputs and their labels are cut alike
+    model = ViLBERT(tiny_config()).eval()
+    p = model.prepare_pretraining(padded, torch.Generator().manual_seed(0))
+    assert p.input_ids.shape == p.mlm_labels.shape == p.attention_mask.shape == (6, 9)
+    out = model.pretraining_outputs(padded, p)
+    assert out.logits["masked_lm"].shape == (6, 9, 40)
+
+
+def test_text_pretraining_ignores_trailing_padding():
+    torch.manual_seed(0)
+    config = {"text": tiny_config()["text"], "special_tokens": tiny_config()["special_tokens"]}
+    model = ViLBERTText(config).eval()
+    batch = {"text": _batch()["text"], "label": torch.tensor([0, 1, 1, 0, 1, 0]), "seed": 4}
+    padded = {**_pad_columns(batch, 6), "label": batch["label"], "seed": 4}
+    with torch.no_grad():
+        a, b = model(batch), model(padded)
+    assert b.logits["masked_lm"].shape == (6, 10, 40)
+    assert torch.equal(a.logits["mlm_labels"], b.logits["mlm_labels"])
+    for k in a.losses:
+        assert torch.allclose(a.losses[k], b.losses[k], atol=1e-6), k

@@ -198,6 +198,7 @@ def config_from_official(official: Mapping[str, Any] | str | Path, **overrides: 
             "vision_at": list(get("v_biattention_id")),
         },
         "pooling": get("fusion_method", get("pooling_method", "mul")),
+        "initializer_range": get("initializer_range", 0.02),
     }
     config.update(overrides)
     return config

@@ -89,6 +89,9 @@ DEFAULTS: dict[str, Any] = {
     },
     # how the pooled [CLS] and <IMG> vectors combine: "mul" (the paper) or "sum"
     "pooling": "mul",
+    # std of the normal initialisation of everything but the text stream (BertConfig's
+    # initializer_range); 0.02 suits BERT-base widths, small models learn faster with more
+    "initializer_range": 0.02,
     "objective": "pretrain",
     "loss_weights": {"masked_lm": 1.0, "masked_region": 1.0, "alignment": 1.0},
     "masking": {
@@ -189,6 +192,9 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     c = merge_config(config, DEFAULTS, "vilbert")
     if c["objective"] not in OBJECTIVES:
         raise ConfigError(f"vilbert.objective={c['objective']!r}; choose one of {OBJECTIVES}")
+    std = c["initializer_range"]
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+        raise ConfigError(f"vilbert.initializer_range must be a positive number, got {std!r}")
     if c["pooling"] not in ("mul", "sum"):
         raise ConfigError(f"vilbert.pooling={c['pooling']!r}; choose 'mul' or 'sum'")
     if c["objective"] == "vqa" and not c["answers"]:
@@ -269,7 +275,7 @@ class ViLBERT(Method):
         self.pool_drop = nn.Dropout(0.1)
         for head in (self.mlm_head, self.region_head, self.alignment_head, self.vqa_head):
             if head is not None:
-                init_bert_weights(head)
+                init_bert_weights(head, std=c["initializer_range"])
         self._modality_objects: dict[str, Modality] | None = None
         provenance = {}
         if init_from:

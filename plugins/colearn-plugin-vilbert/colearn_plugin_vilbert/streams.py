@@ -186,7 +186,7 @@ class TwoStreamEncoder(nn.Module):
     """The ViLBERT encoder: text and visual streams exchanging information by co-attention.
 
     ``config``: the resolved ``vilbert`` config (``text_encoder``, ``text``, ``vision``,
-    ``coattention``).
+    ``coattention``, ``initializer_range``).
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -223,8 +223,9 @@ class TwoStreamEncoder(nn.Module):
         self.text_pooler = nn.Linear(tw, c["width"])
         self.vision_pooler = nn.Linear(vw, c["width"])
         # The text encoder initialised itself; the rest gets BERT's initialisation.
+        std = float(config.get("initializer_range", 0.02))
         for module in (self.vision, self.coattention, self.text_pooler, self.vision_pooler):
-            init_bert_weights(module)
+            init_bert_weights(module, std=std)
 
     def forward(
         self,

@@ -133,11 +133,30 @@ def test_vqa_objective_classifies_answers():
         ({"special_tokens": {"pad": 0, "cls": 2, "sep": 3, "mask": 99}}, "special_tokens.mask"),
         ({"vision": {"depth": "two"}}, "vilbert.vision.depth"),
         ({"text": {"pooler": "tanh"}}, "pools and projects"),
+        ({"initializer_range": 0}, "initializer_range"),
     ],
 )
 def test_config_errors_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         ViLBERT(tiny_config(**override))
+
+
+def test_initializer_range_sets_the_std_of_everything_but_the_text_stream():
+    stds = {}
+    for std in (0.02, 0.1):
+        torch.manual_seed(0)
+        model = ViLBERT(tiny_config(initializer_range=std, objective="vqa", answers=["a", "b"]))
+        stds[std] = {
+            name: float(p.std())
+            for name, p in model.named_parameters()
+            if name.endswith("weight") and p.ndim == 2
+        }
+    for name, small in stds[0.02].items():
+        large = stds[0.1][name]
+        if name.startswith("backbone.text."):
+            assert large == small, name  # the text encoder keeps its own initialisation
+        else:
+            assert abs(small - 0.02) < 0.006 and abs(large - 0.1) < 0.03, (name, small, large)
 
 
 def test_special_tokens_must_include_the_four_roles():

@@ -3,8 +3,8 @@
 ViLBERT's masked multimodal task regresses the class distribution that the object detector
 assigned to each region. On fashion-scenes the detector is this classifier applied to each
 box: its softmax output is the (soft) class distribution and its penultimate layer the region
-feature. It is trained once (5 epochs, about 3 minutes of one CPU core; 90.1% on
-Fashion-MNIST's test images) and cached as safetensors in ``$COLEARN_CACHE/vilbert`` (default
+feature. It is trained once (5 epochs, about 2 minutes of CPU; 90.3% on Fashion-MNIST's
+test images) and cached as safetensors in ``$COLEARN_CACHE/vilbert`` (default
 ``~/.cache/colearn/vilbert``).
 """
 

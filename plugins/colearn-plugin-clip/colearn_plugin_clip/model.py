@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from colearn_plugin_text.modality import trim_padding
 from torch import Tensor, nn
 
 from colearn_core import Batch, ConfigError, Method, Modality, ModelOutput, registries
@@ -229,7 +230,7 @@ class CLIP(Method):
                 "with modalities=None or including it"
             )
         if tower == "text" and self._trim:
-            inputs = _trim_padding(inputs)
+            inputs = trim_padding(inputs)
         pooled = self.encoders[tower](inputs).pooled  # (B, W)
         z = self.projections[tower](pooled)  # (B, E)
         return F.normalize(z, dim=-1) if normalize else z
@@ -295,19 +296,3 @@ class CLIP(Method):
         if not parts:
             return torch.empty(0, self.embed_dim, device=self.logit_scale.device)
         return torch.cat(parts)
-
-
-def _trim_padding(inputs: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
-    """Drop the columns after the last one holding a real token in any row (any padding
-    side); other tensors pass unchanged."""
-    mask = inputs.get("attention_mask")
-    if mask is None or mask.ndim != 2:
-        return inputs
-    length = mask.shape[1]
-    real = mask.bool().any(dim=0)  # (L,)
-    keep = int(real.nonzero().max()) + 1 if bool(real.any()) else 1
-    if keep == length:
-        return inputs
-    return {
-        k: v[:, :keep] if v.ndim == 2 and v.shape[1] == length else v for k, v in inputs.items()
-    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from colearn_core import ConfigError, InputError, Modality
 
 from .tokenizer import STYLES, TINY_CORPUS, TextTokenizer, load_tokenizer, train_bpe_tokenizer
 
-__all__ = ["TextInputError", "TextModality"]
+__all__ = ["TextInputError", "TextModality", "trim_padding"]
 
 _KEYS = {"tokenizer", "style", "context_length", "special_tokens", "vocab_size", "lowercase"}
 TOKENIZER_FILE = "tokenizer.json"
@@ -191,3 +191,25 @@ class TextModality(Modality):
             "a very long caption " * 40,
         ]
         return [base[i % len(base)] for i in range(n)]
+
+
+def trim_padding(text: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the columns after a token batch's last real token from every ``(B, T, ...)`` entry.
+
+    :class:`TextModality` pads every sequence to the context length; padded positions are
+    masked out of attention and losses, so cutting them changes no output of a real token and
+    saves their compute. Works for any padding side; without an ``attention_mask`` (or with a
+    mask that is not ``(B, T)``) the batch is returned as it is.
+    """
+    mask = text.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return dict(text)
+    length = mask.shape[1]
+    real = mask.bool().any(dim=0)  # (T,)
+    keep = int(real.nonzero().max()) + 1 if bool(real.any()) else 1
+    if keep == length:
+        return dict(text)
+    return {
+        k: v[:, :keep] if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[1] == length else v
+        for k, v in text.items()
+    }

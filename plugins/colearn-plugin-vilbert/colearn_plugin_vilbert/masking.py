@@ -8,7 +8,6 @@
 - :func:`swap_captions`: multimodal alignment: half of the examples get another example's
   caption.
 - :func:`segment_ids`: BERT token types from [SEP] positions (``[CLS] A [SEP] B [SEP]``).
-- :func:`trim_padding`: cut a text batch after its last real token.
 
 All randomness comes from the ``generator`` argument (a CPU generator; results move to the
 inputs' device), so a seed fixes the corruption exactly.
@@ -16,9 +15,8 @@ inputs' device), so a seed fixes the corruption exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,7 +28,6 @@ __all__ = [
     "mask_tokens",
     "segment_ids",
     "swap_captions",
-    "trim_padding",
 ]
 
 #: Label of tokens that are not predicted (what torch's cross_entropy ignores by default).
@@ -159,24 +156,3 @@ def segment_ids(input_ids: Tensor, sep_id: int) -> Tensor:
     is_sep = (input_ids == sep_id).long()
     before = torch.cumsum(is_sep, dim=1) - is_sep  # separators strictly before each position
     return (before > 0).long()
-
-
-def trim_padding(text: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop the columns after the batch's last real token from every ``(B, T, ...)`` entry.
-
-    The text modality pads every sequence to its context length; the padded positions are
-    masked out of attention and of every loss, so cutting them changes no output of a real
-    token and saves their compute (fashion-scenes captions fill about 60% of the context).
-    """
-    mask = text.get("attention_mask")
-    if mask is None:
-        return dict(text)
-    length = mask.shape[1]
-    valid = mask.bool().any(dim=0)  # (T,)
-    keep = int(valid.nonzero().max()) + 1 if bool(valid.any()) else 1
-    if keep == length:
-        return dict(text)
-    return {
-        k: v[:, :keep] if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[1] == length else v
-        for k, v in text.items()
-    }

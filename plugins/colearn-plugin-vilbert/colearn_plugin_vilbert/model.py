@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from colearn_plugin_text.modality import trim_padding
 from torch import Tensor, nn
 
 from colearn_core import ConfigError, Method, Modality, ModelOutput
@@ -41,7 +42,6 @@ from .masking import (
     mask_tokens,
     segment_ids,
     swap_captions,
-    trim_padding,
 )
 from .streams import TwoStreamEncoder
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from colearn_plugin_text.modality import trim_padding
 from torch import Tensor, nn
 
 from colearn_core import ConfigError, Method, Modality, ModelOutput
@@ -26,7 +27,7 @@ from .config import merge_config
 from .heads import LMHead
 from .layers import init_bert_weights
 from .losses import masked_lm_loss
-from .masking import mask_tokens, segment_ids, trim_padding
+from .masking import mask_tokens, segment_ids
 from .model import _modality, resolve_text
 from .streams import build_text_stream
 

@@ -263,7 +263,7 @@ def _pad_columns(batch, extra):
 
 
 def test_trailing_padding_changes_no_output_and_is_cut():
-    from colearn_plugin_vilbert.masking import trim_padding
+    from colearn_plugin_text.modality import trim_padding
 
     batch = _batch()
     batch["text"]["attention_mask"][:, 9:] = 0  # every caption ends before the last column

@@ -92,6 +92,9 @@ TOWER_DEFAULTS: dict[str, Any] = {
     # LayerNorm eps of an ImageBindTrunk's patch stem (colearn-plugin-depth uses the blocks'
     # eps there; ImageBind's stems use PyTorch's default 1e-5). None: leave as built.
     "patch_norm_eps": None,
+    # Pass the tower's training batches through its modality's augment() (a random view per
+    # step, e.g. crops and colour for images); evaluation and frozen towers never augment.
+    "augment": False,
 }
 
 
@@ -277,6 +280,11 @@ def _tower_config(name: str, raw: Mapping[str, Any], anchor: str) -> dict[str, A
         )
     if not isinstance(cfg["clips"], bool):
         raise ConfigError(f"method 'imagebind': towers.{name}.clips must be true or false")
+    if not isinstance(cfg["augment"], bool):
+        raise ConfigError(
+            f"method 'imagebind': towers.{name}.augment must be true or false, "
+            f"got {cfg['augment']!r}"
+        )
     if not isinstance(cfg["modality"], Mapping):
         raise ConfigError(f"method 'imagebind': towers.{name}.modality must be a mapping")
     encoder = cfg["encoder"]
@@ -559,8 +567,13 @@ class ImageBind(Method):
         """Collated ``inputs`` of one tower -> postprocessed embeddings ``(B, E)``.
 
         Rows whose ``"present"`` mask is False are not encoded; their embeddings are zeros.
+        In training mode a tower configured with ``augment: true`` encodes a random view of
+        ``inputs`` (its modality's ``augment``, drawing from torch's global RNG, which the
+        trainer restores when it recomputes a micro-batch).
         """
         module = self._tower(tower)
+        if self.training and self._augments(tower):
+            inputs = self._modalities[tower].augment(inputs)
         tensors, present = split_presence(inputs)
         if present is None or (tensors and bool(present.all())):
             z = self._run(tower, module, tensors)
@@ -577,6 +590,9 @@ class ImageBind(Method):
             # gradient, so the trainer's cached-feature backward can treat every tower alike.
             z.requires_grad_()
         return z
+
+    def _augments(self, tower: str) -> bool:
+        return bool(self.config["towers"][tower]["augment"]) and tower not in self.frozen
 
     def _run(self, tower: str, module: Tower, tensors: Mapping[str, Tensor]) -> Tensor:
         if tower in self.config["freeze"]:

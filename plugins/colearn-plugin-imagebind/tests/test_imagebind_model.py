@@ -215,6 +215,38 @@ def test_frozen_towers_are_not_trained():
     assert any(p.grad is not None for p in m.towers["audio"].parameters())
 
 
+def test_augment_encodes_a_random_view_in_training_only():
+    config = tiny_config()
+    config["towers"]["image"]["augment"] = True
+    torch.manual_seed(0)
+    m = ImageBind(config)
+    batch = collate(m, raw_batch(4, image=[2]))
+    m.eval()
+    plain = m.encode("image", batch["image"])
+    m.train()
+    torch.manual_seed(1)
+    view = m.encode("image", batch["image"])
+    torch.manual_seed(1)  # the same view, made by the modality by hand
+    by_hand = m.modalities["image"].augment(batch["image"])
+    m.eval()
+    torch.testing.assert_close(view, m.encode("image", by_hand))
+    assert not torch.allclose(view[[0, 1, 3]], plain[[0, 1, 3]], atol=1e-4)
+    assert torch.equal(view[2], torch.zeros_like(view[2]))  # a missing image stays missing
+    torch.manual_seed(2)
+    m.train()
+    assert not torch.allclose(m.encode("image", batch["image"]), view, atol=1e-4)
+    # other towers, and frozen ones, are left alone
+    torch.testing.assert_close(
+        m.encode("text", batch["text"]), m.eval().encode("text", batch["text"])
+    )
+    frozen = ImageBind({**config, "freeze": ["image"]}).train()
+    frozen.load_state_dict(m.state_dict())
+    torch.testing.assert_close(frozen.encode("image", batch["image"]), plain)
+    with pytest.raises(ConfigError, match="towers.image.augment must be true or false"):
+        config["towers"]["image"]["augment"] = "yes"
+        ImageBind(config)
+
+
 def _clip_config() -> dict:
     c = tiny_config()["towers"]
     return {

@@ -26,6 +26,7 @@ __all__ = [
     "ANSWERS",
     "CLASS_NAMES",
     "QUESTION_TYPES",
+    "RELATIONS",
     "Scene",
     "build_fashion_scenes",
     "make_nsp_pairs",
@@ -118,13 +119,37 @@ def _place(sizes: list[int], canvas: int, g: torch.Generator, gap: int = 2) -> l
     raise RuntimeError(f"could not place {len(sizes)} items on a {canvas}px canvas")
 
 
-def _caption(boxes: list[list[float]], names: list[str], g: torch.Generator) -> list[str]:
+#: Which pairs of items a caption relates (the ``relations`` option): ``"chain"``, a random
+#: chain through all items (``a-b, b-c, c-d``); ``"pairs"``, independently drawn pairs. In a
+#: chain every name is implied by the others (the chain covers each item once or twice), so a
+#: masked name is recoverable from the text alone; independent pairs leave the image to tell.
+RELATIONS = ("chain", "pairs")
+
+
+def _caption(
+    boxes: list[list[float]],
+    names: list[str],
+    g: torch.Generator,
+    relations: str = "chain",
+    pair_generator: torch.Generator | None = None,
+) -> list[str]:
     order = sorted(range(len(names)), key=lambda i: (boxes[i][0] + boxes[i][2]) / 2)
     listed = [f"{_article(names[i])} {names[i]}" for i in order]
     items = ", ".join(listed[:-1]) + " and " + listed[-1]
     sentences = [f"there are {NUMBERS[len(names)]} items: {items}."]
+    # the chain is drawn in either style, so both give the same scenes from the same stream
     chain = torch.randperm(len(names), generator=g).tolist()
-    for a, b in zip(chain[:-1], chain[1:]):
+    if relations == "chain":
+        pairs = list(zip(chain[:-1], chain[1:]))
+    elif relations == "pairs":
+        draw = pair_generator or g
+        pairs = [
+            tuple(torch.randperm(len(names), generator=draw)[:2].tolist())
+            for _ in range(len(names) - 1)
+        ]
+    else:
+        raise ValueError(f"fashion-scenes relations must be one of {RELATIONS}, got {relations!r}")
+    for a, b in pairs:
         sentences.append(f"the {names[a]} is {relation(boxes[a], boxes[b])} the {names[b]}.")
     return sentences
 
@@ -165,8 +190,12 @@ def make_scene(
     min_items: int = 2,
     max_items: int = 4,
     sizes: tuple[int, int] = (20, 32),
+    relations: str = "chain",
+    pair_generator: torch.Generator | None = None,
 ) -> Scene:
-    """One scene from Fashion-MNIST ``images`` ``(N, 28, 28)`` (``by_class[c]``: indices)."""
+    """One scene from Fashion-MNIST ``images`` ``(N, 28, 28)`` (``by_class[c]``: indices);
+    ``relations``: see :data:`RELATIONS` (``"pairs"`` draws them from ``pair_generator``,
+    default ``g``)."""
     k = _randint(min_items, max_items, g)
     labels = torch.randperm(len(by_class), generator=g)[:k].tolist()
     item_sizes = [_randint(sizes[0], sizes[1], g) for _ in labels]
@@ -180,7 +209,7 @@ def make_scene(
     fboxes = [[float(v) for v in b] for b in boxes]
     names = [CLASS_NAMES[c] for c in labels]
     scene = Scene(image.round().clamp(0, 255).to(torch.uint8), fboxes, labels)
-    scene.sentences = _caption(fboxes, names, g)
+    scene.sentences = _caption(fboxes, names, g, relations, pair_generator)
     scene.qa = _questions(fboxes, labels, g)
     return scene
 
@@ -197,7 +226,9 @@ def make_scenes(
     by_class = [torch.nonzero(labels == c).flatten() for c in range(len(CLASS_NAMES))]
     stream = {"train": 0, "test": 1}[split]
     g = torch.Generator().manual_seed(1_000_003 * seed + stream)
-    return [make_scene(images, by_class, g, **options) for _ in range(n)]
+    # independent pairs have their own stream: both caption styles give the same scenes
+    pairs = torch.Generator().manual_seed(1_000_003 * seed + stream + 17)
+    return [make_scene(images, by_class, g, pair_generator=pairs, **options) for _ in range(n)]
 
 
 @lru_cache(maxsize=2)
@@ -291,6 +322,7 @@ def build_fashion_scenes(
     fashion_mnist_dir: str | None = None,
     detector: Any = "fashion-mnist",
     normalize_features: bool = True,
+    relations: str = "chain",
 ) -> Any:
     """The ``fashion-scenes`` dataset builder: a ``datasets.DatasetDict`` with ``train``
     (``n_train`` scenes) and ``test`` (``n_test``), or one ``split`` as a ``Dataset``.
@@ -303,7 +335,8 @@ def build_fashion_scenes(
     images. ``regions``: ``"ground-truth"`` boxes or a ``grid``, described by ``detector``
     (``"fashion-mnist"``: the cached Fashion-MNIST classifier, trained on first use;
     ``"untrained"``: a random one for smoke tests; or a crop-classifier object);
-    ``normalize_features``: L2-normalise the region features (see :func:`scene_regions`).
+    ``normalize_features``: L2-normalise the region features (see :func:`scene_regions`);
+    ``relations``: which item pairs the captions relate (:data:`RELATIONS`).
     Results are cached in memory per argument set (the trainer asks for each split).
     """
     import datasets
@@ -320,6 +353,7 @@ def build_fashion_scenes(
         grid,
         fashion_mnist_dir,
         normalize_features,
+        relations,
     )
     parts = {}
     for name, n in (("train", n_train), ("test", n_test)):
@@ -348,11 +382,14 @@ def _build_split(
     grid: int,
     fashion_mnist_dir: str | None,
     normalize_features: bool,
+    relations: str,
     detector: Any = None,
 ) -> Any:
     import datasets
     from PIL import Image
 
+    if relations not in RELATIONS:
+        raise ValueError(f"fashion-scenes relations must be one of {RELATIONS}, got {relations!r}")
     if task not in ("caption", "vqa", "nsp"):
         raise ValueError(f"fashion-scenes task must be 'caption', 'vqa' or 'nsp', got {task!r}")
     if not 2 <= min_items <= max_items <= 4:
@@ -360,7 +397,14 @@ def _build_split(
             f"fashion-scenes needs 2 <= min_items <= max_items <= 4, got {min_items}, {max_items}"
         )
     scenes = make_scenes(
-        n, split, seed, fashion_mnist_dir, canvas=canvas, min_items=min_items, max_items=max_items
+        n,
+        split,
+        seed,
+        fashion_mnist_dir,
+        canvas=canvas,
+        min_items=min_items,
+        max_items=max_items,
+        relations=relations,
     )
     if task == "nsp":
         g = torch.Generator().manual_seed(seed * 7 + 3 + (split == "test"))

@@ -34,7 +34,10 @@ def test_scenes_have_two_to_four_distinct_non_overlapping_items(scenes):
     assert counts == {2, 3, 4}
 
 
-def test_captions_name_the_items_and_true_relations(scenes):
+@pytest.mark.parametrize("relations", ["chain", "pairs"])
+def test_captions_name_the_items_and_true_relations(scenes, relations):
+    if relations != "chain":
+        scenes = make_scenes(40, "train", seed=3, relations=relations)
     for s in scenes:
         names = [CLASS_NAMES[c] for c in s.labels]
         first = s.sentences[0]
@@ -59,6 +62,30 @@ def test_captions_name_the_items_and_true_relations(scenes):
                     break
             else:
                 raise AssertionError(f"no relation in {sentence!r}")
+
+
+def _related(scene):
+    names = set()
+    for sentence in scene.sentences[1:]:
+        body = sentence.removeprefix("the ").removesuffix(".")
+        for rel in ("left of", "right of", "above", "below"):
+            if f" is {rel} the " in body:
+                names.update(body.split(f" is {rel} the "))
+    return names
+
+
+def test_chained_relations_imply_every_name_and_independent_pairs_do_not(scenes):
+    pairs = make_scenes(40, "train", seed=3, relations="pairs")
+    for chained, paired in zip(scenes, pairs):
+        # the same scene, questions and listing: only the relation sentences differ
+        assert torch.equal(chained.image, paired.image) and chained.qa == paired.qa
+        assert chained.sentences[0] == paired.sentences[0]
+        names = {CLASS_NAMES[c] for c in chained.labels}
+        assert _related(chained) == names  # a chain covers every item
+    # independent pairs leave some item out of the relations in some scenes
+    assert any(_related(p) < {CLASS_NAMES[c] for c in p.labels} for p in pairs)
+    with pytest.raises(ValueError, match="relations must be one of"):
+        make_scenes(1, "train", relations="ring")
 
 
 def test_answers_are_consistent_with_the_scene(scenes):

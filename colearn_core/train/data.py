@@ -88,8 +88,9 @@ def load_split(cfg: DataConfig, split: str) -> Any:
 class Examples(Dataset):
     """Rows of a ``datasets.Dataset`` turned into ``{tower: preprocessed tensors}``.
 
-    ``columns`` maps tower -> column; ``label_column`` adds ``"label"``. Rows are read in
-    batches (``__getitems__``), which is much faster than one row at a time.
+    ``columns`` maps tower -> column; ``label_column`` adds ``"label"``; ``extra_columns``
+    adds ``"columns": {column: value}`` with each value as the dataset gives it. Rows are read
+    in batches (``__getitems__``), which is much faster than one row at a time.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class Examples(Dataset):
         modalities: Mapping[str, Modality],
         *,
         label_column: str | None = None,
+        extra_columns: Sequence[str] = (),
         name: str = "dataset",
     ) -> None:
         self.name = name
@@ -111,10 +113,14 @@ class Examples(Dataset):
         wanted = dict(columns)
         if label_column is not None:
             wanted["label"] = label_column
+        extra = [str(c) for c in extra_columns]
+        wanted.update({f"eval_columns.{i}": c for i, c in enumerate(extra)})
         available = list(dataset.column_names)
         for key, column in wanted.items():
             if column not in available:
                 what = "data.label_column" if key == "label" else f"data.columns.{key}"
+                if key.startswith("eval_columns."):
+                    what = f"data.{key}"
                 raise ConfigError(
                     f"key '{what}': {name} has no column {column!r}; its columns: "
                     f"{', '.join(available)}"
@@ -124,6 +130,7 @@ class Examples(Dataset):
         self.dataset = dataset.select_columns(sorted(set(wanted.values())))
         self.columns = dict(columns)
         self.label_column = label_column
+        self.extra_columns = extra
         self.modalities = {tower: modalities[tower] for tower in columns}
 
     def __len__(self) -> int:
@@ -158,6 +165,8 @@ class Examples(Dataset):
                         "the label is missing (None)"
                     )
                 example["label"] = label
+            if self.extra_columns:
+                example["columns"] = {c: rows[c][j] for c in self.extra_columns}
             out.append(example)
         return out
 
@@ -182,7 +191,8 @@ class Examples(Dataset):
 
 
 class Collate:
-    """A list of :class:`Examples` items -> a batch ``{tower: modality.collate(...), "label"}``."""
+    """A list of :class:`Examples` items -> a batch ``{tower: modality.collate(...), "label"}``
+    (and ``"columns": {column: [values]}`` when the examples carry extra columns)."""
 
     def __init__(self, modalities: Mapping[str, Modality]) -> None:
         self.modalities = dict(modalities)
@@ -194,6 +204,10 @@ class Collate:
         }
         if examples and "label" in examples[0]:
             batch["label"] = torch.as_tensor([e["label"] for e in examples])
+        if examples and "columns" in examples[0]:
+            batch["columns"] = {
+                c: [e["columns"][c] for e in examples] for c in examples[0]["columns"]
+            }
         return batch
 
 

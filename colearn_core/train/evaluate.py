@@ -88,6 +88,7 @@ def eval_data(
         d.columns,
         model.modalities,
         label_column=d.label_column,
+        extra_columns=d.eval_columns,
         name=f"dataset {d.dataset!r} split {split!r}",
     )
     loader, _ = make_loader(

@@ -58,7 +58,10 @@ class DataConfig:
     ``dataset``: a builder registered by a plugin (``registries.datasets``), a local folder
     (``datasets.load_from_disk`` or ``datasets.load_dataset``) or a Hub dataset id;
     ``builder_args`` go to the builder / ``load_dataset``. ``columns`` maps each of the model's
-    modalities (towers) to a column; ``label_column`` becomes ``batch["label"]``.
+    modalities (towers) to a column; ``label_column`` becomes ``batch["label"]``;
+    ``eval_columns`` are columns the eval tasks read as they are, one list per column in
+    ``batch["columns"]`` (e.g. a question type for accuracy per type); training batches do not
+    carry them.
     """
 
     dataset: str
@@ -67,6 +70,7 @@ class DataConfig:
     split: str = "train"
     eval_split: str | None = None
     label_column: str | None = None
+    eval_columns: list[str] = field(default_factory=list)
     num_workers: int = 0
 
 

@@ -40,6 +40,21 @@ def test_batches_are_the_modalities_preprocess_and_collate(model):
     assert batch["label"].tolist() == ds["label"][:4]
 
 
+def test_eval_columns_ride_along_as_lists(model):
+    ds = pairs().add_column("note", [f"row {i}" for i in range(12)])
+    examples = Examples(ds, {"a": "a"}, model.modalities, extra_columns=["note", "label"])
+    loader, _ = make_loader(examples, 5, seed=0, shuffle=False, drop_last=False)
+    batches = list(loader)
+    assert set(batches[0]) == {"a", "columns"}
+    assert batches[0]["columns"] == {
+        "note": [f"row {i}" for i in range(5)],
+        "label": ds["label"][:5],
+    }
+    assert sum(len(b["columns"]["note"]) for b in batches) == 12  # the short last batch too
+    with pytest.raises(ConfigError, match="key 'data.eval_columns.1': toy has no column 'kind'"):
+        Examples(ds, {"a": "a"}, model.modalities, extra_columns=["note", "kind"], name="toy")
+
+
 def test_workers_give_the_same_batches(model):
     examples = Examples(pairs(), {"a": "a", "b": "b"}, model.modalities)
     plain, _ = make_loader(examples, 4, seed=3)

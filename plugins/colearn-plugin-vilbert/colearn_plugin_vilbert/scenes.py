@@ -50,14 +50,8 @@ CLASS_NAMES: tuple[str, ...] = (
 NUMBERS = {2: "two", 3: "three", 4: "four"}
 #: The VQA answer vocabulary, in the order of the ``answer`` labels.
 ANSWERS: tuple[str, ...] = ("no", "yes", "two", "three", "four", *CLASS_NAMES)
-#: Each question type and a regular expression matching the start of its questions (the
-#: ``vilbert-vqa`` task's ``question_types``, for accuracy per type).
-QUESTION_TYPES: dict[str, str] = {
-    "count": r"how many\b",
-    "exist": r"is there\b",
-    "relation": r"is the\b",
-    "extreme": r"what is the\b",
-}
+#: The values of the ``question_type`` column (the ``vilbert-vqa`` task's ``type_column``).
+QUESTION_TYPES: tuple[str, ...] = ("count", "exist", "relation", "extreme")
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 EXTREMES = {"leftmost": (0, -1), "rightmost": (0, 1), "topmost": (1, -1), "lowest": (1, 1)}
 

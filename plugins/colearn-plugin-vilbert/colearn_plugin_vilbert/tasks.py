@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -193,54 +192,32 @@ class VQATask(Task):
     """Accuracy of the VQA answer classifier (``batch["label"]`` holds the answer index),
     overall and per question type.
 
-    Config: ``question_types`` (optional): ``{type: regular expression}``; each question (the
-    text stream's input, decoded with the model's text modality) gets the first type whose
-    expression matches at its start, else ``"other"``. Then ``accuracy_<type>`` and
-    ``questions_<type>`` are reported for every type that occurs. The fashion-scenes recipe
-    lists the patterns of its question types (count, exist, relation, extreme).
+    Config: ``type_column`` (optional): a dataset column naming each question's type, which
+    the recipe passes to the eval batches with ``data.eval_columns`` (fashion-scenes:
+    ``question_type``). Then ``accuracy_<type>`` and ``questions_<type>`` are reported for
+    every type that occurs.
     """
 
     name = "vilbert-vqa"
 
-    def __init__(self, question_types: Mapping[str, str] | None = None) -> None:
-        patterns: dict[str, re.Pattern[str]] = {}
-        for qtype, expression in dict(question_types or {}).items():
-            if not isinstance(expression, str):
-                raise ConfigError(
-                    f"vilbert-vqa: question_types.{qtype} must be a regular expression string, "
-                    f"got {expression!r}"
-                )
-            try:
-                patterns[str(qtype)] = re.compile(expression)
-            except re.error as exc:
-                raise ConfigError(
-                    f"vilbert-vqa: question_types.{qtype}={expression!r} is not a valid "
-                    f"regular expression: {exc}"
-                ) from None
-        super().__init__(question_types=dict(question_types or {}))
-        self.patterns = patterns
-
-    def question_type(self, question: str) -> str:
-        """The first configured type whose expression matches at the start of ``question``."""
-        text = question.strip()
-        for qtype, pattern in self.patterns.items():
-            if pattern.match(text):
-                return qtype
-        return "other"
-
-    def _types(self, model: Any, text: Mapping[str, Tensor]) -> list[str]:
-        modality = model.modalities.get("text")
-        if modality is None or not hasattr(modality, "decode"):
+    def __init__(self, type_column: str | None = None) -> None:
+        if type_column is not None and not isinstance(type_column, str):
             raise ConfigError(
-                "vilbert-vqa: question_types needs the model's text modality (with decode) to "
-                "read the questions back; configure vilbert.modalities.text"
+                f"vilbert-vqa: type_column must be a column name (string), got {type_column!r}"
             )
-        ids, mask = text["input_ids"], text.get("attention_mask")
-        questions = []
-        for i in range(len(ids)):
-            row = ids[i] if mask is None else ids[i][mask[i].bool()]
-            questions.append(modality.decode(row.tolist()))
-        return [self.question_type(q) for q in questions]
+        super().__init__(type_column=type_column)
+        self.type_column = type_column
+
+    def _types(self, batch: Batch, n: int) -> list[str]:
+        if self.type_column is None:
+            return ["all"] * n
+        types = batch.get("columns", {}).get(self.type_column)
+        if types is None:
+            raise ConfigError(
+                f"vilbert-vqa: type_column {self.type_column!r} is not in the eval batches; "
+                f"list it in the recipe's data.eval_columns"
+            )
+        return [str(t) for t in types]
 
     @torch.no_grad()
     def evaluate(self, model: Any, data: Iterable[Batch]) -> dict[str, float]:
@@ -254,21 +231,17 @@ class VQATask(Task):
                 raise KeyError("vilbert-vqa: batches need the answer index as 'label'")
             logits = model(batch).logits["vqa"]
             hits = (logits.argmax(-1) == answer).cpu().tolist()
-            types = ["all"] * len(hits)
-            if self.patterns:
-                types = self._types(model, batch["text"])
-            for qtype, hit in zip(types, hits):
+            for qtype, hit in zip(self._types(batch, len(hits)), hits):
                 correct[qtype] = correct.get(qtype, 0) + int(hit)
                 total[qtype] = total.get(qtype, 0) + 1
         n = sum(total.values())
         if n == 0:
             raise ValueError("vilbert-vqa: the evaluation data is empty")
         metrics = {"accuracy": sum(correct.values()) / n, "questions": float(n)}
-        if self.patterns:
-            for qtype in [*self.patterns, "other"]:
-                if qtype in total:
-                    metrics[f"accuracy_{qtype}"] = correct[qtype] / total[qtype]
-                    metrics[f"questions_{qtype}"] = float(total[qtype])
+        if self.type_column is not None:
+            for qtype in sorted(total):
+                metrics[f"accuracy_{qtype}"] = correct[qtype] / total[qtype]
+                metrics[f"questions_{qtype}"] = float(total[qtype])
         return metrics
 
 

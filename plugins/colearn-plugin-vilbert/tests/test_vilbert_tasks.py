@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from colearn_plugin_vilbert.model import ViLBERT, tiny_config
-from colearn_plugin_vilbert.scenes import ANSWERS
+from colearn_plugin_vilbert.scenes import ANSWERS, QUESTION_TYPES
 from colearn_plugin_vilbert.vocab import TOKENIZER
 
 from colearn_core import registries
@@ -118,10 +118,8 @@ def test_vqa_accuracy_counts_correct_answers():
 
 
 def test_vqa_accuracy_per_question_type_on_a_hand_made_case():
-    """Six questions of three types (and one no pattern matches); the model answers by rote:
-    "yes" to every yes/no question and "two" otherwise, so the per-type tallies are known."""
-    from colearn_plugin_vilbert.scenes import QUESTION_TYPES
-
+    """Eight questions of five types; the model answers by rote: "yes" to every yes/no
+    question and "two" otherwise, so the per-type tallies are known."""
     from colearn_core import ModelOutput
 
     text = {"tokenizer": str(TOKENIZER), "style": "bert", "context_length": 16}
@@ -136,26 +134,27 @@ def test_vqa_accuracy_per_question_type_on_a_hand_made_case():
 
     model = Rote(tiny_config(objective="vqa", answers=answers, modalities={"text": text}))
     modality = model.modalities["text"]
-    cases = [  # (question, answer index): rote answer right?
-        ("how many items are there?", 2),  # count: "two", right
-        ("how many items are there?", 3),  # count: "two", wrong
-        ("is there a bag?", 1),  # exist: "yes", right
-        ("is there a coat?", 0),  # exist: "yes", wrong
-        ("is the bag left of the coat?", 1),  # relation: right
-        ("is the bag above the coat?", 1),  # relation: right
-        ("what is the leftmost item?", 2),  # extreme: right (a rote "two")
-        ("which item is the largest?", 3),  # no pattern: other, wrong
+    cases = [  # (question, type, answer index): rote answer right?
+        ("how many items are there?", "count", 2),  # "two", right
+        ("how many items are there?", "count", 3),  # "two", wrong
+        ("is there a bag?", "exist", 1),  # "yes", right
+        ("is there a coat?", "exist", 0),  # "yes", wrong
+        ("is the bag left of the coat?", "relation", 1),  # right
+        ("is the bag above the coat?", "relation", 1),  # right
+        ("what is the leftmost item?", "extreme", 2),  # right (a rote "two")
+        ("which item is the largest?", "size", 3),  # wrong
     ]
     batches = []
     for start in (0, 5):  # two batches of different sizes
         part = cases[start : start + 5]
         batches.append(
             {
-                "text": modality.collate([modality.preprocess(q) for q, _ in part]),
-                "label": torch.tensor([a for _, a in part]),
+                "text": modality.collate([modality.preprocess(q) for q, _, _ in part]),
+                "label": torch.tensor([a for _, _, a in part]),
+                "columns": {"question_type": [t for _, t, _ in part], "other": [0] * len(part)},
             }
         )
-    task = registries.tasks.get("vilbert-vqa")(question_types=QUESTION_TYPES)
+    task = registries.tasks.get("vilbert-vqa")(type_column="question_type")
     m = task.evaluate(model, batches)
     assert m == {
         "accuracy": 5 / 8,
@@ -168,39 +167,19 @@ def test_vqa_accuracy_per_question_type_on_a_hand_made_case():
         "questions_relation": 2.0,
         "accuracy_extreme": 1.0,
         "questions_extreme": 1.0,
-        "accuracy_other": 0.0,
-        "questions_other": 1.0,
+        "accuracy_size": 0.0,
+        "questions_size": 1.0,
     }
-    # without patterns: the overall numbers only
+    # without a type column: the overall numbers only
     assert registries.tasks.get("vilbert-vqa")().evaluate(model, batches) == {
         "accuracy": 5 / 8,
         "questions": 8.0,
     }
-    with pytest.raises(Exception, match=r"question_types.count=.*regular expression"):
-        registries.tasks.get("vilbert-vqa")(question_types={"count": "how (many"})
-
-
-def test_question_type_patterns_agree_with_the_dataset_column():
-    """The patterns the recipe gives the VQA task type every generated question as the
-    fashion-scenes ``question_type`` column does."""
-    from pathlib import Path
-
-    from colearn_plugin_vilbert.scenes import QUESTION_TYPES, make_scene
-
-    recipe = Path(__file__).parents[3] / "hub" / "recipes" / "vilbert-vqa-fashion-scenes.yaml"
-    evals = yaml.safe_load(recipe.read_text())["eval"]
-    vqa = next(e for e in evals if e["task"] == "vilbert-vqa")
-    assert vqa["question_types"] == QUESTION_TYPES
-    task = registries.tasks.get("vilbert-vqa")(question_types=vqa["question_types"])
-    images = torch.randint(0, 256, (20, 28, 28), dtype=torch.uint8)
-    by_class = [torch.tensor([2 * c, 2 * c + 1]) for c in range(10)]
-    g = torch.Generator().manual_seed(0)
-    seen = set()
-    for _ in range(60):
-        for qtype, question, _ in make_scene(images, by_class, g).qa:
-            assert task.question_type(question) == qtype, question
-            seen.add(qtype)
-    assert seen == set(QUESTION_TYPES)
+    missing = registries.tasks.get("vilbert-vqa")(type_column="qtype")
+    with pytest.raises(Exception, match=r"'qtype' is not in the eval batches.*data.eval_columns"):
+        missing.evaluate(model, batches)
+    with pytest.raises(Exception, match="type_column must be a column name"):
+        registries.tasks.get("vilbert-vqa")(type_column=["question_type"])
 
 
 def _recipe(tmp_path, method_config, data, eval_tasks):
@@ -258,10 +237,16 @@ def test_colearn_train_runs_vilbert_on_fashion_scenes(tmp_path):
         data,
         columns={"text": "question", "regions": "regions"},
         label_column="answer",
-        builder_args={"n_train": 2, "n_test": 2, "task": "vqa", "detector": "untrained"},
+        eval_columns=["question_type"],
+        builder_args={"n_train": 2, "n_test": 3, "task": "vqa", "detector": "untrained"},
     )
     out = tmp_path / "vqa"
     out.mkdir()
-    assert main(["train", str(_recipe(out, config_vqa, data_vqa, [{"task": "vilbert-vqa"}]))]) == 0
+    evals = [{"task": "vilbert-vqa", "type_column": "question_type"}]
+    assert main(["train", str(_recipe(out, config_vqa, data_vqa, evals))]) == 0
     vqa = json.loads((out / "run" / "eval.json").read_text())["results"]["vilbert-vqa"]
     assert 0 <= vqa["accuracy"] <= 1
+    # the question types came through data.eval_columns: every question counted once by type
+    types = {k.removeprefix("questions_") for k in vqa if k.startswith("questions_")}
+    assert {"count", "exist", "relation"} <= types <= set(QUESTION_TYPES)
+    assert sum(vqa[f"questions_{t}"] for t in types) == vqa["questions"] >= 9

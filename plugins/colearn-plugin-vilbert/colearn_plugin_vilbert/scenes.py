@@ -126,6 +126,7 @@ def _caption(
     g: torch.Generator,
     relations: str = "chain",
     pair_generator: torch.Generator | None = None,
+    extremes: bool = False,
 ) -> list[str]:
     order = sorted(range(len(names)), key=lambda i: (boxes[i][0] + boxes[i][2]) / 2)
     listed = [f"{_article(names[i])} {names[i]}" for i in order]
@@ -143,6 +144,11 @@ def _caption(
         ]
     else:
         raise ValueError(f"fashion-scenes relations must be one of {RELATIONS}, got {relations!r}")
+    if extremes:  # the vertical order, which the left-to-right listing does not give
+        centres = [(b[1] + b[3]) / 2 for b in boxes]
+        top, low = centres.index(min(centres)), centres.index(max(centres))
+        sentences.append(f"the topmost item is the {names[top]}.")
+        sentences.append(f"the lowest item is the {names[low]}.")
     for a, b in pairs:
         sentences.append(f"the {names[a]} is {relation(boxes[a], boxes[b])} the {names[b]}.")
     return sentences
@@ -186,10 +192,11 @@ def make_scene(
     sizes: tuple[int, int] = (20, 32),
     relations: str = "chain",
     pair_generator: torch.Generator | None = None,
+    extremes: bool = False,
 ) -> Scene:
     """One scene from Fashion-MNIST ``images`` ``(N, 28, 28)`` (``by_class[c]``: indices);
     ``relations``: see :data:`RELATIONS` (``"pairs"`` draws them from ``pair_generator``,
-    default ``g``)."""
+    default ``g``); ``extremes``: the caption also names the topmost and the lowest item."""
     k = _randint(min_items, max_items, g)
     labels = torch.randperm(len(by_class), generator=g)[:k].tolist()
     item_sizes = [_randint(sizes[0], sizes[1], g) for _ in labels]
@@ -203,7 +210,7 @@ def make_scene(
     fboxes = [[float(v) for v in b] for b in boxes]
     names = [CLASS_NAMES[c] for c in labels]
     scene = Scene(image.round().clamp(0, 255).to(torch.uint8), fboxes, labels)
-    scene.sentences = _caption(fboxes, names, g, relations, pair_generator)
+    scene.sentences = _caption(fboxes, names, g, relations, pair_generator, extremes)
     scene.qa = _questions(fboxes, labels, g)
     return scene
 
@@ -317,6 +324,7 @@ def build_fashion_scenes(
     detector: Any = "fashion-mnist",
     normalize_features: bool = True,
     relations: str = "chain",
+    extremes: bool = False,
 ) -> Any:
     """The ``fashion-scenes`` dataset builder: a ``datasets.DatasetDict`` with ``train``
     (``n_train`` scenes) and ``test`` (``n_test``), or one ``split`` as a ``Dataset``.
@@ -330,7 +338,8 @@ def build_fashion_scenes(
     (``"fashion-mnist"``: the cached Fashion-MNIST classifier, trained on first use;
     ``"untrained"``: a random one for smoke tests; or a crop-classifier object);
     ``normalize_features``: L2-normalise the region features (see :func:`scene_regions`);
-    ``relations``: which item pairs the captions relate (:data:`RELATIONS`).
+    ``relations``: which item pairs the captions relate (:data:`RELATIONS`); ``extremes``:
+    captions also name the topmost and the lowest item.
     Results are cached in memory per argument set (the trainer asks for each split).
     """
     import datasets
@@ -348,6 +357,7 @@ def build_fashion_scenes(
         fashion_mnist_dir,
         normalize_features,
         relations,
+        extremes,
     )
     parts = {}
     for name, n in (("train", n_train), ("test", n_test)):
@@ -377,6 +387,7 @@ def _build_split(
     fashion_mnist_dir: str | None,
     normalize_features: bool,
     relations: str,
+    extremes: bool,
     detector: Any = None,
 ) -> Any:
     import datasets
@@ -399,6 +410,7 @@ def _build_split(
         min_items=min_items,
         max_items=max_items,
         relations=relations,
+        extremes=extremes,
     )
     if task == "nsp":
         g = torch.Generator().manual_seed(seed * 7 + 3 + (split == "test"))

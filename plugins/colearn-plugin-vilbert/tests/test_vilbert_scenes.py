@@ -34,10 +34,12 @@ def test_scenes_have_two_to_four_distinct_non_overlapping_items(scenes):
     assert counts == {2, 3, 4}
 
 
-@pytest.mark.parametrize("relations", ["chain", "pairs"])
-def test_captions_name_the_items_and_true_relations(scenes, relations):
-    if relations != "chain":
-        scenes = make_scenes(40, "train", seed=3, relations=relations)
+@pytest.mark.parametrize(
+    ("relations", "extremes"), [("chain", False), ("pairs", False), ("pairs", True)]
+)
+def test_captions_name_the_items_and_true_relations(scenes, relations, extremes):
+    if relations != "chain" or extremes:
+        scenes = make_scenes(40, "train", seed=3, relations=relations, extremes=extremes)
     for s in scenes:
         names = [CLASS_NAMES[c] for c in s.labels]
         first = s.sentences[0]
@@ -47,7 +49,15 @@ def test_captions_name_the_items_and_true_relations(scenes, relations):
         order = sorted(names, key=lambda n: _centre(s.boxes[names.index(n)])[0])
         positions = [first.index(f" {n}") for n in order]
         assert positions == sorted(positions)
-        assert len(s.sentences) == len(names)  # the list + one relation per chained pair
+        if extremes:  # the topmost and the lowest item, named after the list
+            ys = [_centre(s.boxes[names.index(n)])[1] for n in names]
+            top, low = names[ys.index(min(ys))], names[ys.index(max(ys))]
+            assert s.sentences[1:3] == [
+                f"the topmost item is the {top}.",
+                f"the lowest item is the {low}.",
+            ]
+            s.sentences = [s.sentences[0], *s.sentences[3:]]
+        assert len(s.sentences) == len(names)  # the list + one relation per pair
         for sentence in s.sentences[1:]:
             body = sentence.removeprefix("the ").removesuffix(".")
             for rel in ("left of", "right of", "above", "below"):

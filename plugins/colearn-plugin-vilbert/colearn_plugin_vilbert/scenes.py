@@ -1,8 +1,10 @@
 """fashion-scenes: 2-4 Fashion-MNIST items on a canvas, with boxes, captions and questions.
 
 Each scene places distinct clothing classes at random, non-overlapping positions and sizes on a
-black canvas. Its caption lists the items from left to right and then states how the items
-relate in space ("the bag is left of the sneaker."), one sentence each; its questions ask for
+black canvas. Its caption lists the items from left to right and then states how pairs of
+items relate in space ("the bag is left of the sneaker."), one sentence per pair (a chain
+through the items, or independently drawn pairs), optionally after naming the topmost and the
+lowest item (:data:`RELATIONS` and the ``extremes`` option); its questions ask for
 the number of items, whether a class is present, whether a relation holds, and which item is
 left-, right-, top- or bottom-most. Regions are the ground-truth boxes described by the small
 Fashion-MNIST classifier of :mod:`.detector` (features and soft class distribution), or a grid.

@@ -57,7 +57,7 @@ def test_config_is_resolved_and_complete():
     assert cfg["text"]["encoder"]["vocab_size"] == model.modalities["text"].vocab_size
     assert cfg["text"]["modality"]["style"] == "clip"  # modality defaults filled in
     # the temperature starts at 0.07, as in CLIP
-    assert math.isclose(float(model.logit_scale), math.log(1 / 0.07), rel_tol=1e-6)
+    assert math.isclose(float(model.logit_scale.detach()), math.log(1 / 0.07), rel_tol=1e-6)
     assert set(model.modalities) == {"image", "text"}
     # the config alone rebuilds the same parameters
     twin = registries.methods.get("clip").from_config(cfg)
@@ -113,7 +113,7 @@ def test_scale_is_clamped_at_100():
     a = F.normalize(torch.randn(5, 16, generator=g), dim=-1)
     b = F.normalize(torch.randn(5, 16, generator=g), dim=-1)
     loss = model.losses_from_embeddings({"image": a, "text": b})["contrastive"]
-    assert math.isclose(float(model.logit_scale), math.log(100.0), rel_tol=1e-6)
+    assert math.isclose(float(model.logit_scale.detach()), math.log(100.0), rel_tol=1e-6)
     assert math.isclose(model.temperature, 0.01, rel_tol=1e-5)
     logits = 100.0 * a @ b.T
     labels = torch.arange(5)

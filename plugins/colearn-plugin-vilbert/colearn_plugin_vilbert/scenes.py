@@ -221,12 +221,7 @@ def make_scenes(
     n: int, split: str = "train", seed: int = 0, root: str | None = None, **options: Any
 ) -> list[Scene]:
     """``n`` scenes of ``split``; the same arguments give the same scenes."""
-    from colearn_plugin_image.fashion_mnist import load_fashion_mnist_arrays
-
-    images, labels = (
-        torch.from_numpy(a.copy()) for a in load_fashion_mnist_arrays(split, root=root)
-    )
-    by_class = [torch.nonzero(labels == c).flatten() for c in range(len(CLASS_NAMES))]
+    images, by_class = _items(split, root)
     stream = {"train": 0, "test": 1}[split]
     g = torch.Generator().manual_seed(1_000_003 * seed + stream)
     # independent pairs have their own stream: both caption styles give the same scenes

@@ -6,7 +6,8 @@
 - :func:`mask_regions`: masked multimodal modelling (ViLBERT): each real region is selected
   with probability 15%; its features are zeroed 90% of the time and left unchanged 10%.
 - :func:`swap_captions`: multimodal alignment: half of the examples get another example's
-  caption.
+  caption; :func:`use_hard_negatives` turns some of those into the example's own hard
+  negative (a caption of a slightly different scene, e.g. the same scene flipped upside down).
 - :func:`segment_ids`: BERT token types from [SEP] positions (``[CLS] A [SEP] B [SEP]``).
 
 All randomness comes from the ``generator`` argument (a CPU generator; results move to the
@@ -27,7 +28,9 @@ __all__ = [
     "mask_regions",
     "mask_tokens",
     "segment_ids",
+    "same_captions",
     "swap_captions",
+    "use_hard_negatives",
 ]
 
 #: Label of tokens that are not predicted (what torch's cross_entropy ignores by default).
@@ -144,11 +147,46 @@ def swap_captions(
         offset = torch.randint(1, b, (n_swap,), generator=generator)
         index[chosen] = (chosen + offset) % b
     index = index.to(device)
-    ids = input_ids if attention_mask is None else input_ids * attention_mask.long()
-    same = (ids[index] == ids).all(dim=1)
-    if attention_mask is not None:
-        same &= (attention_mask[index].bool() == attention_mask.bool()).all(dim=1)
+    gathered = None if attention_mask is None else attention_mask[index]
+    same = same_captions(input_ids[index], gathered, input_ids, attention_mask)
     return CaptionSwap(text_index=index, aligned=same.long())
+
+
+def same_captions(
+    a_ids: Tensor, a_mask: Tensor | None, b_ids: Tensor, b_mask: Tensor | None
+) -> Tensor:
+    """``(B,)`` bool: row i of ``a_ids`` is the same caption as row i of ``b_ids`` (``(B, T)``
+    and ``(B, T')``, with their attention masks or None; padding ignored)."""
+    if a_ids.shape[1] != b_ids.shape[1]:  # compare at a common length, padding masked
+        length = max(a_ids.shape[1], b_ids.shape[1])
+        a_mask = torch.ones_like(a_ids, dtype=torch.bool) if a_mask is None else a_mask.bool()
+        b_mask = torch.ones_like(b_ids, dtype=torch.bool) if b_mask is None else b_mask.bool()
+        a_ids, a_mask, b_ids, b_mask = (
+            torch.nn.functional.pad(t, (0, length - t.shape[1]))
+            for t in (a_ids, a_mask, b_ids, b_mask)
+        )
+    a = a_ids if a_mask is None else a_ids * a_mask.long()
+    b = b_ids if b_mask is None else b_ids * b_mask.long()
+    same = (a == b).all(dim=1)
+    if a_mask is not None and b_mask is not None:
+        same &= (a_mask.bool() == b_mask.bool()).all(dim=1)
+    return same
+
+
+def use_hard_negatives(
+    swap: CaptionSwap, fraction: float, *, generator: torch.Generator | None = None
+) -> Tensor:
+    """Give each swapped example (``text_index[i] != i``) its own hard negative instead, with
+    probability ``fraction``: the returned ``(B,)`` index points into the captions followed by
+    the hard negatives (``B + i`` is example i's hard negative). Alignment labels must then be
+    recomputed (a hard negative identical to its caption is aligned)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"use_hard_negatives: fraction must be in [0, 1], got {fraction}")
+    b = swap.text_index.shape[0]
+    own = torch.arange(b, device=swap.text_index.device)
+    swapped = swap.text_index != own
+    hard = swapped & (_rand((b,), generator).to(own.device) < fraction)
+    return torch.where(hard, own + b, swap.text_index)
 
 
 def segment_ids(input_ids: Tensor, sep_id: int) -> Tensor:

@@ -10,7 +10,9 @@ index as ``label`` (the trainer's ``label_column``) or ``answer`` ``(B,)``.
 
 - ``"pretrain"``: the paper's three tasks. The method corrupts the batch itself (half the
   captions swapped, 15% of tokens and regions masked) with a generator seeded from torch's
-  global RNG (which the trainer seeds and checkpoints), or from ``batch["seed"]``.
+  global RNG (which the trainer seeds and checkpoints), or from ``batch["seed"]``. With
+  ``masking.hard_negative_frac`` some swapped captions are the batch's ``hard_negative`` text
+  instead (an extension of the paper: negatives that only the image tells apart).
 - ``"vqa"``: the answer classifier on the product of the pooled [CLS] and <IMG> outputs.
 
 The config is JSON; :data:`DEFAULTS` is the paper's model (BERT-base text stream, 1024-wide
@@ -38,10 +40,13 @@ from .layers import init_bert_weights
 from .losses import alignment_loss, masked_lm_loss, masked_region_kl
 from .masking import (
     IGNORE_INDEX,
+    CaptionSwap,
     mask_regions,
     mask_tokens,
+    same_captions,
     segment_ids,
     swap_captions,
+    use_hard_negatives,
 )
 from .streams import TwoStreamEncoder
 
@@ -104,6 +109,11 @@ DEFAULTS: dict[str, Any] = {
         # a swapped caption says nothing true about the image, so by default its masked
         # tokens and regions are not predicted
         "masked_losses_on_misaligned": False,
+        # of the swapped captions, the fraction replaced by the example's own hard negative,
+        # batch["hard_negative"] (text encoded by the text modality; map a dataset column to
+        # the "hard_negative" modality): a caption of a slightly different scene, which only
+        # the image tells apart (fashion-scenes' flipped_caption). 0: the paper's random swaps
+        "hard_negative_frac": 0.0,
     },
     # the VQA answer vocabulary (objective "vqa")
     "answers": [],
@@ -230,6 +240,31 @@ def _require(batch: Mapping[str, Any], modality: str, keys: Sequence[str]) -> Ma
     return part
 
 
+def _append_captions(
+    text: tuple[Tensor, Tensor, Tensor], extra: Mapping[str, Tensor], special: Mapping[str, int]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(ids, attention, types)`` of the batch's captions followed by ``extra``'s (a text
+    modality batch), padded to a common length."""
+    if "input_ids" not in extra:
+        raise KeyError(f"vilbert: batch['hard_negative'] lacks 'input_ids'; it has {sorted(extra)}")
+    ids = extra["input_ids"].to(text[0].device)
+    if ids.shape[0] != text[0].shape[0]:
+        raise ValueError(
+            f"vilbert: batch['hard_negative'] has {ids.shape[0]} captions for "
+            f"{text[0].shape[0]} examples; give one hard negative per example"
+        )
+    attn = extra.get("attention_mask")
+    attn = torch.ones_like(ids, dtype=torch.bool) if attn is None else attn.to(ids.device).bool()
+    types = extra.get("token_type_ids")
+    types = segment_ids(ids, special["sep"]) if types is None else types.to(ids.device)
+    length = max(ids.shape[1], text[0].shape[1])
+    out = []
+    for a, b, fill in zip(text, (ids, attn, types), (special["pad"], False, 0)):
+        a, b = (F.pad(t, (0, length - t.shape[1]), value=fill) for t in (a, b))
+        out.append(torch.cat([a, b]))
+    return out[0], out[1], out[2]
+
+
 def load_weights(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a ``.safetensors`` file or a model folder (``model.safetensors``,
     sharded ones through ``model.safetensors.index.json``). Pickles are never loaded."""
@@ -296,13 +331,16 @@ class ViLBERT(Method):
     @property
     def modalities(self) -> dict[str, Modality]:
         """``text`` and ``regions``, from ``config["modalities"]`` (each entry a modality
-        config; ``modality`` names a registered modality other than the entry's name)."""
+        config; ``modality`` names a registered modality other than the entry's name); with
+        ``masking.hard_negative_frac`` > 0 also ``hard_negative``, the text modality again."""
         if self._modality_objects is None:
             objs: dict[str, Modality] = {}
             for name in self.config["modalities"]:
                 built = _modality(self.config["modalities"], name)
                 assert built is not None
                 objs[name] = built
+            if self.config["masking"]["hard_negative_frac"] > 0 and "text" in objs:
+                objs.setdefault("hard_negative", objs["text"])
             self._modality_objects = objs
         return dict(self._modality_objects)
 
@@ -358,9 +396,16 @@ class ViLBERT(Method):
         return torch.Generator().manual_seed(int(seed))
 
     def prepare_pretraining(
-        self, batch: Mapping[str, Any], generator: torch.Generator | None = None
+        self,
+        batch: Mapping[str, Any],
+        generator: torch.Generator | None = None,
+        hard_negatives: bool = True,
     ) -> PretrainingInputs:
-        """Swap half the captions, mask tokens and regions; targets for the three tasks."""
+        """Swap half the captions, mask tokens and regions; targets for the three tasks.
+
+        ``hard_negatives``: use ``batch["hard_negative"]`` as ``masking.hard_negative_frac``
+        says (False: the paper's random swaps only, e.g. to measure alignment as published).
+        """
         text = _require(batch, "text", ["input_ids"])
         regions = _require(batch, "regions", ["features", "locations"])
         m, sp = self.config["masking"], self.special
@@ -371,6 +416,20 @@ class ViLBERT(Method):
         types = segment_ids(ids, sp["sep"]) if types is None else types
 
         swap = swap_captions(ids, attn, generator=generator, fraction=m["swap_frac"])
+        hard = batch.get("hard_negative") if hard_negatives else None
+        if hard_negatives and m["hard_negative_frac"] > 0 and hard is None:
+            raise KeyError(
+                f"vilbert: masking.hard_negative_frac={m['hard_negative_frac']} needs "
+                "batch['hard_negative']: map a dataset column of hard-negative captions to the "
+                "'hard_negative' modality (e.g. data.columns.hard_negative: flipped_caption), "
+                "or set masking.hard_negative_frac to 0"
+            )
+        if hard is not None and m["hard_negative_frac"] > 0:
+            own_ids, own_attn = ids, attn
+            index = use_hard_negatives(swap, m["hard_negative_frac"], generator=generator)
+            ids, attn, types = _append_captions((ids, attn, types), hard, sp)
+            aligned = same_captions(ids[index], attn[index], own_ids, own_attn)
+            swap = CaptionSwap(text_index=index, aligned=aligned.long())
         ids, attn, types = ids[swap.text_index], attn[swap.text_index], types[swap.text_index]
         # cut the padding the chosen captions share, as encode() will (labels must match)
         cut = trim_padding({"input_ids": ids, "attention_mask": attn, "token_type_ids": types})

@@ -81,10 +81,18 @@ class Scene:
     labels: list[int]
     sentences: list[str] = field(default_factory=list)
     qa: list[tuple[str, str, str]] = field(default_factory=list)  # (type, question, answer)
+    flipped: list[str] = field(default_factory=list)  # sentences of the upside-down scene
 
     @property
     def caption(self) -> str:
         return " ".join(self.sentences)
+
+    @property
+    def flipped_caption(self) -> str:
+        """The caption of this scene flipped upside down (same items, listing and pairs):
+        it differs from :attr:`caption` only in the vertical words, so as a negative for
+        caption-image alignment only the items' vertical positions tell it apart."""
+        return " ".join(self.flipped)
 
 
 def _randint(low: int, high: int, g: torch.Generator) -> int:
@@ -122,30 +130,34 @@ def _place(sizes: list[int], canvas: int, g: torch.Generator, gap: int = 2) -> l
 RELATIONS = ("chain", "pairs")
 
 
-def _caption(
-    boxes: list[list[float]],
-    names: list[str],
+def _caption_pairs(
+    n: int,
     g: torch.Generator,
     relations: str = "chain",
     pair_generator: torch.Generator | None = None,
+) -> list[tuple[int, int]]:
+    """Which items the caption relates (:data:`RELATIONS`)."""
+    # the chain is drawn in either style, so both give the same scenes from the same stream
+    chain = torch.randperm(n, generator=g).tolist()
+    if relations == "chain":
+        return list(zip(chain[:-1], chain[1:]))
+    if relations == "pairs":
+        draw = pair_generator or g
+        drawn = [torch.randperm(n, generator=draw)[:2].tolist() for _ in range(n - 1)]
+        return [(a, b) for a, b in drawn]
+    raise ValueError(f"fashion-scenes relations must be one of {RELATIONS}, got {relations!r}")
+
+
+def _caption(
+    boxes: list[list[float]],
+    names: list[str],
+    pairs: list[tuple[int, int]],
     extremes: bool = False,
 ) -> list[str]:
     order = sorted(range(len(names)), key=lambda i: (boxes[i][0] + boxes[i][2]) / 2)
     listed = [f"{_article(names[i])} {names[i]}" for i in order]
     items = ", ".join(listed[:-1]) + " and " + listed[-1]
     sentences = [f"there are {NUMBERS[len(names)]} items: {items}."]
-    # the chain is drawn in either style, so both give the same scenes from the same stream
-    chain = torch.randperm(len(names), generator=g).tolist()
-    if relations == "chain":
-        pairs = list(zip(chain[:-1], chain[1:]))
-    elif relations == "pairs":
-        draw = pair_generator or g
-        pairs = [
-            tuple(torch.randperm(len(names), generator=draw)[:2].tolist())
-            for _ in range(len(names) - 1)
-        ]
-    else:
-        raise ValueError(f"fashion-scenes relations must be one of {RELATIONS}, got {relations!r}")
     if extremes:  # the vertical order, which the left-to-right listing does not give
         centres = [(b[1] + b[3]) / 2 for b in boxes]
         top, low = centres.index(min(centres)), centres.index(max(centres))
@@ -212,7 +224,10 @@ def make_scene(
     fboxes = [[float(v) for v in b] for b in boxes]
     names = [CLASS_NAMES[c] for c in labels]
     scene = Scene(image.round().clamp(0, 255).to(torch.uint8), fboxes, labels)
-    scene.sentences = _caption(fboxes, names, g, relations, pair_generator, extremes)
+    pairs = _caption_pairs(len(names), g, relations, pair_generator)
+    scene.sentences = _caption(fboxes, names, pairs, extremes)
+    upside_down = [[x1, canvas - y2, x2, canvas - y1] for x1, y1, x2, y2 in fboxes]
+    scene.flipped = _caption(upside_down, names, pairs, extremes)
     scene.qa = _questions(fboxes, labels, g)
     return scene
 
@@ -327,10 +342,13 @@ def build_fashion_scenes(
     (``n_train`` scenes) and ``test`` (``n_test``), or one ``split`` as a ``Dataset``.
 
     task ``"caption"``: a row per scene (``image``, ``boxes``, ``labels``, ``caption``,
-    ``regions``); ``"vqa"``: a row per question (adds ``question``, ``question_type``,
-    ``answer`` -- an index into :data:`ANSWERS` -- and ``answer_text``); ``"nsp"``: BERT
-    next-sentence pairs from the captions (``text`` = ``[A, B]``, which the text modality
-    encodes as ``[CLS] A [SEP] B [SEP]``; ``sentence_a``, ``sentence_b``; ``is_next``), no
+    ``flipped_caption`` -- the caption of the scene flipped upside down (the same items and
+    pairs: :attr:`Scene.flipped_caption`), a hard negative for alignment -- and ``regions``);
+    ``"vqa"``: a row per question (adds
+    ``question``, ``question_type``, ``answer`` -- an index into :data:`ANSWERS` -- and
+    ``answer_text``); ``"nsp"``: BERT next-sentence pairs from the captions (``text`` =
+    ``[A, B]``, which the text modality encodes as ``[CLS] A [SEP] B [SEP]``; ``sentence_a``,
+    ``sentence_b``; ``is_next``), no
     images. ``regions``: ``"ground-truth"`` boxes or a ``grid``, described by ``detector``
     (``"fashion-mnist"``: the cached Fashion-MNIST classifier, trained on first use;
     ``"untrained"``: a random one for smoke tests; or a crop-classifier object);
@@ -422,7 +440,8 @@ def _build_split(
         )
     region_rows = scene_regions(scenes, regions, detector, grid, normalize_features)
     rows: dict[str, list[Any]] = {
-        k: [] for k in ("scene", "image", "boxes", "labels", "caption", "regions")
+        k: []
+        for k in ("scene", "image", "boxes", "labels", "caption", "flipped_caption", "regions")
     }
     if task == "vqa":
         rows.update({k: [] for k in ("question", "question_type", "answer", "answer_text")})
@@ -434,6 +453,7 @@ def _build_split(
             rows["boxes"].append(s.boxes)
             rows["labels"].append(s.labels)
             rows["caption"].append(s.caption)
+            rows["flipped_caption"].append(s.flipped_caption)
             rows["regions"].append(reg)
             if qa is not None:
                 qtype, question, answer = qa

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from colearn_core import Batch, ConfigError, Task
 
-from .masking import IGNORE_INDEX
+from .masking import IGNORE_INDEX, same_captions
 
 __all__ = [
     "PretrainingEval",
@@ -43,6 +43,11 @@ def _check_method(model: Any, task: str) -> None:
 class PretrainingEval(Task):
     """Alignment accuracy, masked-region KL vs a unigram baseline, masked-LM accuracy.
 
+    Alignment is measured as published (half the captions swapped with other examples'), also
+    for models trained with hard negatives; when the batches carry ``hard_negative`` captions,
+    ``hard_negative_accuracy`` is the fraction of those (the ones that differ from the image's
+    own caption) classified as not aligned.
+
     Config: ``seed`` (0); ``repeats`` (4): each batch is corrupted that many times with
     different seeds (more masked regions, less noise); ``max_batches`` (all).
     """
@@ -57,7 +62,7 @@ class PretrainingEval(Task):
     @torch.no_grad()
     def evaluate(self, model: Any, data: Iterable[Batch]) -> dict[str, float]:
         _check_method(model, self.name)
-        correct = pairs = mlm_correct = mlm_total = 0
+        correct = pairs = mlm_correct = mlm_total = hard_correct = hard_total = 0
         targets: list[Tensor] = []
         log_preds: list[Tensor] = []
         prob_sum: Tensor | None = None
@@ -75,9 +80,22 @@ class PretrainingEval(Task):
                 total = probs[valid.bool()].sum(0).cpu()
                 prob_sum = total if prob_sum is None else prob_sum + total
                 regions_seen += int(valid.sum())
+            if "hard_negative" in batch:
+                hard, text = batch["hard_negative"], batch["text"]
+                differs = ~same_captions(
+                    hard["input_ids"],
+                    hard.get("attention_mask"),
+                    text["input_ids"],
+                    text.get("attention_mask"),
+                )
+                pred = model.alignment_logits(hard, regions).argmax(-1)
+                hard_correct += int(((pred == 0) & differs).sum())
+                hard_total += int(differs.sum())
             for r in range(repeats):
                 seed = (int(self.config["seed"]) * 100_003 + i) * repeats + r
-                prepared = model.prepare_pretraining(batch, torch.Generator().manual_seed(seed))
+                prepared = model.prepare_pretraining(
+                    batch, torch.Generator().manual_seed(seed), hard_negatives=False
+                )
                 out = model.pretraining_outputs(batch, prepared)
                 align = out.logits["alignment"].argmax(-1)
                 correct += int((align == prepared.aligned).sum())
@@ -93,6 +111,8 @@ class PretrainingEval(Task):
         if pairs == 0:
             raise ValueError("vilbert-pretraining: the evaluation data is empty")
         metrics = {"alignment_accuracy": correct / pairs, "pairs": float(pairs // repeats)}
+        if hard_total:
+            metrics["hard_negative_accuracy"] = hard_correct / hard_total
         if mlm_total:
             metrics["masked_lm_accuracy"] = mlm_correct / mlm_total
         if prob_sum is not None and targets:

@@ -6,8 +6,10 @@ from colearn_plugin_vilbert.masking import (
     IGNORE_INDEX,
     mask_regions,
     mask_tokens,
+    same_captions,
     segment_ids,
     swap_captions,
+    use_hard_negatives,
 )
 from colearn_plugin_vilbert.scenes import make_nsp_pairs
 
@@ -130,6 +132,40 @@ def test_swap_captions_alignment_rate_over_many_batches():
         swapped += int((swap.aligned == 0).sum())
         total += 7
     assert abs(swapped / total - 0.5) < 0.03  # round(3.5) per batch
+
+
+def test_hard_negatives_replace_a_fraction_of_the_swapped_captions_only():
+    b = 8
+    own = torch.arange(b)
+    hard = swapped = 0
+    for seed in range(500):
+        ids = torch.randint(5, VOCAB, (b, 6), generator=torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        swap = swap_captions(ids, generator=g)
+        index = use_hard_negatives(swap, 0.25, generator=g)
+        moved = swap.text_index != own
+        is_hard = index >= b
+        assert torch.equal(index[~moved], own[~moved]), "kept captions stay"
+        assert not (is_hard & ~moved).any()
+        assert torch.equal(index[is_hard], own[is_hard] + b), "each gets its own hard negative"
+        assert torch.equal(index[moved & ~is_hard], swap.text_index[moved & ~is_hard])
+        hard += int(is_hard.sum())
+        swapped += int(moved.sum())
+    assert swapped == 500 * 4 and abs(hard / swapped - 0.25) < 0.03  # 3 standard deviations
+    swap = swap_captions(ids, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(use_hard_negatives(swap, 0.0), swap.text_index)
+    assert (use_hard_negatives(swap, 1.0) >= b).sum() == 4
+    with pytest.raises(ValueError, match="fraction must be in"):
+        use_hard_negatives(swap, 1.5)
+
+
+def test_same_captions_ignores_padding_at_any_length():
+    a = torch.tensor([[2, 7, 3, 0, 0], [2, 7, 3, 0, 0], [2, 8, 3, 9, 0]])
+    b = torch.tensor([[2, 7, 3], [2, 7, 9], [2, 8, 3]])
+    ones = torch.ones_like(b, dtype=torch.bool)
+    assert same_captions(a, a != 0, b, ones).tolist() == [True, False, False]
+    assert same_captions(b, ones, a, a != 0).tolist() == [True, False, False]
+    assert same_captions(b, None, b.flip(0), None).tolist() == [False, True, False]
 
 
 def test_segment_ids_from_sep_positions():

@@ -86,6 +86,56 @@ def test_misaligned_pairs_can_be_predicted_when_configured():
     assert (p.mlm_labels[p.aligned == 0] != IGNORE_INDEX).any()
 
 
+def _with_hard_negatives(batch, identical=3):
+    """Each caption with one token changed (two trailing pads longer, to exercise padding);
+    example ``identical``'s is its own caption."""
+    ids, mask = batch["text"]["input_ids"], batch["text"]["attention_mask"]
+    hard = torch.cat([ids, torch.zeros(len(ids), 2, dtype=ids.dtype)], 1)
+    hard_mask = torch.cat([mask, torch.zeros(len(ids), 2, dtype=mask.dtype)], 1)
+    hard[:, 2] = 5 + (hard[:, 2] - 4) % 35  # another word (ids 5..39)
+    hard[identical, 2] = ids[identical, 2]
+    return dict(batch, hard_negative={"input_ids": hard, "attention_mask": hard_mask})
+
+
+def test_hard_negatives_replace_swapped_captions_and_labels_follow_the_text():
+    model = ViLBERT(tiny_config(masking={"hard_negative_frac": 1.0, "token_prob": 0.0})).eval()
+    batch = _with_hard_negatives(_batch())
+    hard = batch["hard_negative"]["input_ids"]
+    paper_model = ViLBERT(tiny_config(masking={"token_prob": 0.0})).eval()
+    identical_swapped = 0
+    for seed in range(12):
+        p = model.prepare_pretraining(batch, torch.Generator().manual_seed(seed))
+        swapped = p.text_index != torch.arange(6)
+        assert int(swapped.sum()) == 3 and (p.text_index[swapped] >= 6).all()
+        for i in range(6):
+            t = p.input_ids.shape[1]
+            expected = hard[i] if swapped[i] else batch["text"]["input_ids"][i]
+            assert torch.equal(p.input_ids[i], expected[:t]) and not expected[t:].any()
+            # the hard negative of example 3 is its own caption: aligned
+            assert p.aligned[i] == int(not swapped[i] or i == 3)
+        identical_swapped += int(swapped[3])
+        # without hard negatives: the paper's swaps, as a model configured without them
+        paper = model.prepare_pretraining(
+            batch, torch.Generator().manual_seed(seed), hard_negatives=False
+        )
+        plain = paper_model.prepare_pretraining(_batch(), torch.Generator().manual_seed(seed))
+        assert torch.equal(paper.text_index, plain.text_index) and (paper.text_index < 6).all()
+        assert torch.equal(paper.input_ids, plain.input_ids)
+    assert identical_swapped > 0
+    out = model(dict(batch, seed=1))
+    assert all(torch.isfinite(v) for v in out.losses.values())
+    with pytest.raises(KeyError, match="data.columns.hard_negative"):
+        model(dict(_batch(), seed=1))
+
+
+def test_hard_negative_modality_is_the_text_modality_when_configured():
+    config = tiny_config(modalities=_text_modality_config(), special_tokens=None)
+    assert set(ViLBERT(config).modalities) == {"text"}
+    config["masking"] = {"hard_negative_frac": 0.5}
+    modalities = ViLBERT(config).modalities
+    assert modalities["hard_negative"] is modalities["text"]
+
+
 def test_loss_weights_scale_and_remove_terms():
     batch = dict(_batch(), seed=3)
     torch.manual_seed(0)

@@ -124,6 +124,31 @@ def test_answers_are_consistent_with_the_scene(scenes):
     assert types == {"count", "exist", "relation", "extreme"}
 
 
+def test_flipped_caption_describes_the_scene_upside_down():
+    flip = {"above": "below", "below": "above", "topmost": "lowest", "lowest": "topmost"}
+    vertical = 0
+    for s in make_scenes(40, "train", seed=3, relations="pairs", extremes=True):
+        assert s.flipped_caption != s.caption  # the extremes always swap
+        # the same listing and pairs; only the vertical words change, and the lowest item is
+        # now named first (topmost first, as in every caption)
+        assert s.flipped[0] == s.sentences[0]
+        original = [s.sentences[0], s.sentences[2], s.sentences[1], *s.sentences[3:]]
+        for before, after in zip(original, s.flipped, strict=True):
+            assert after == " ".join(flip.get(w, w) for w in before.split(" "))
+        # and it is true of the scene flipped upside down
+        names = [CLASS_NAMES[c] for c in s.labels]
+        boxes = [[x1, 96 - y2, x2, 96 - y1] for x1, y1, x2, y2 in s.boxes]
+        ys = [_centre(b)[1] for b in boxes]
+        assert s.flipped[1] == f"the topmost item is the {names[ys.index(min(ys))]}."
+        for sentence in s.flipped[3:]:
+            body = sentence.removeprefix("the ").removesuffix(".")
+            rel = next(r for r in ("left of", "right of", "above", "below") if f" {r} " in body)
+            a, b = body.split(f" is {rel} the ")
+            assert relation(boxes[names.index(a)], boxes[names.index(b)]) == rel
+            vertical += rel in ("above", "below")
+    assert vertical > 10
+
+
 def test_scenes_are_reproducible_and_splits_differ():
     a, b = make_scenes(3, "train", seed=1), make_scenes(3, "train", seed=1)
     assert all(torch.equal(x.image, y.image) and x.caption == y.caption for x, y in zip(a, b))
@@ -137,6 +162,8 @@ def test_builder_columns_and_soft_detector_distributions():
     assert set(data) == {"train", "test"} and len(data["train"]) == 6 and len(data["test"]) == 4
     row = data["train"][0]
     assert row["image"].size == (96, 96)
+    flipped = build(n_train=6, n_test=4, detector="untrained", extremes=True, split="train")
+    assert all(a != b for a, b in zip(flipped["caption"], flipped["flipped_caption"]))
     regions = row["regions"]
     assert len(regions["boxes"]) == len(row["labels"]) == len(regions["features"])
     probs = torch.tensor(regions["class_probs"])

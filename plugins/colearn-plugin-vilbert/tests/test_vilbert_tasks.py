@@ -100,6 +100,32 @@ def test_pretraining_eval_metrics_and_unigram_baseline():
     assert task.evaluate(model, batches) == m, "evaluation must be deterministic"
 
 
+def test_pretraining_eval_measures_alignment_as_published_and_hard_negatives_apart():
+    torch.manual_seed(0)
+    model = ViLBERT(tiny_config(masking={"hard_negative_frac": 1.0})).eval()
+    task = registries.tasks.get("vilbert-pretraining")(seed=1, repeats=2)
+    batches = _batches()
+    plain = task.evaluate(model, batches)
+    assert "hard_negative_accuracy" not in plain
+    with_hard, correct, differing = [], 0, 0
+    for i, b in enumerate(batches):
+        ids = b["text"]["input_ids"].clone()
+        ids[:, 3] = 5 + (ids[:, 3] - 4) % 35
+        if i == 0:
+            ids[0] = b["text"]["input_ids"][0]  # identical: not a negative, not counted
+        hard = {"input_ids": ids, "attention_mask": b["text"]["attention_mask"]}
+        with_hard.append(dict(b, hard_negative=hard))
+        with torch.no_grad():
+            pred = model.alignment_logits(hard, b["regions"]).argmax(-1)
+        keep = torch.ones(len(ids), dtype=torch.bool)
+        keep[0] = i != 0
+        correct += int((pred[keep] == 0).sum())
+        differing += int(keep.sum())
+    m = task.evaluate(model, with_hard)
+    assert m["alignment_accuracy"] == plain["alignment_accuracy"]
+    assert differing == 11 and m["hard_negative_accuracy"] == correct / differing
+
+
 def test_vqa_accuracy_counts_correct_answers():
     class Fixed(ViLBERT):
         def forward(self, batch):
@@ -213,10 +239,12 @@ def test_colearn_train_runs_vilbert_on_fashion_scenes(tmp_path):
             "regions": {"max_regions": 4},
         },
     }
+    # with hard negatives: the scenes flipped upside down
+    config_pre = dict(config, masking={"hard_negative_frac": 0.5})
     data = {
         "dataset": "fashion-scenes",
-        "builder_args": {"n_train": 8, "n_test": 6, "detector": "untrained"},
-        "columns": {"text": "caption", "regions": "regions"},
+        "builder_args": {"n_train": 8, "n_test": 6, "detector": "untrained", "extremes": True},
+        "columns": {"text": "caption", "regions": "regions", "hard_negative": "flipped_caption"},
         "split": "train",
         "eval_split": "test",
     }
@@ -224,10 +252,10 @@ def test_colearn_train_runs_vilbert_on_fashion_scenes(tmp_path):
         {"task": "vilbert-pretraining"},
         {"task": "vilbert-retrieval", "max_images": 6},
     ]
-    assert main(["train", str(_recipe(tmp_path, config, data, evals))]) == 0
+    assert main(["train", str(_recipe(tmp_path, config_pre, data, evals))]) == 0
     results = json.loads((tmp_path / "run" / "eval.json").read_text())["results"]
     assert set(results["vilbert-retrieval"]) >= {"R@1", "R@5", "R@10"}
-    assert "unigram_kl" in results["vilbert-pretraining"]
+    assert {"unigram_kl", "hard_negative_accuracy"} <= set(results["vilbert-pretraining"])
 
     # the pretrained model starts a VQA fine-tuning run
     config_vqa = dict(

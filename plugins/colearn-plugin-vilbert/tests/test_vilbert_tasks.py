@@ -1,6 +1,7 @@
 """Evaluation tasks: metric arithmetic on controlled models, and a tiny trainer run."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -278,3 +279,24 @@ def test_colearn_train_runs_vilbert_on_fashion_scenes(tmp_path):
     types = {k.removeprefix("questions_") for k in vqa if k.startswith("questions_")}
     assert {"count", "exist", "relation"} <= types <= set(QUESTION_TYPES)
     assert sum(vqa[f"questions_{t}"] for t in types) == vqa["questions"] >= 9
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["vilbert-text-fashion-scenes", "vilbert-fashion-scenes", "vilbert-vqa-fashion-scenes"],
+)
+def test_shipped_recipes_build_their_models_and_map_every_column(name, monkeypatch):
+    from colearn_core.train.recipe import load_recipe
+
+    path = ROOT / "hub" / "recipes" / f"{name}.yaml"
+    if not path.exists():
+        pytest.skip("the recipes ship with the repository, not with the wheel")
+    monkeypatch.chdir(ROOT)  # the recipes name the tokenizer relative to the repository
+    recipe = load_recipe(str(path))
+    # built from scratch: the weights of the previous stage are not needed here
+    config = {k: v for k, v in recipe.method.config.items() if k not in ("text_init", "init_from")}
+    model = registries.methods.get(recipe.method.name)(config)
+    assert set(recipe.data.columns) <= set(model.modalities)

@@ -416,15 +416,15 @@ class ViLBERT(Method):
         types = segment_ids(ids, sp["sep"]) if types is None else types
 
         swap = swap_captions(ids, attn, generator=generator, fraction=m["swap_frac"])
-        hard = batch.get("hard_negative") if hard_negatives else None
-        if hard_negatives and m["hard_negative_frac"] > 0 and hard is None:
-            raise KeyError(
-                f"vilbert: masking.hard_negative_frac={m['hard_negative_frac']} needs "
-                "batch['hard_negative']: map a dataset column of hard-negative captions to the "
-                "'hard_negative' modality (e.g. data.columns.hard_negative: flipped_caption), "
-                "or set masking.hard_negative_frac to 0"
-            )
-        if hard is not None and m["hard_negative_frac"] > 0:
+        if hard_negatives and m["hard_negative_frac"] > 0:
+            hard = batch.get("hard_negative")
+            if hard is None:
+                raise KeyError(
+                    f"vilbert: masking.hard_negative_frac={m['hard_negative_frac']} needs "
+                    "batch['hard_negative']: map a dataset column of hard-negative captions to "
+                    "the 'hard_negative' modality (e.g. data.columns.hard_negative: "
+                    "flipped_caption), or set masking.hard_negative_frac to 0"
+                )
             own_ids, own_attn = ids, attn
             index = use_hard_negatives(swap, m["hard_negative_frac"], generator=generator)
             ids, attn, types = _append_captions((ids, attn, types), hard, sp)

@@ -344,11 +344,10 @@ def build_fashion_scenes(
     task ``"caption"``: a row per scene (``image``, ``boxes``, ``labels``, ``caption``,
     ``flipped_caption`` -- the caption of the scene flipped upside down (the same items and
     pairs: :attr:`Scene.flipped_caption`), a hard negative for alignment -- and ``regions``);
-    ``"vqa"``: a row per question (adds
-    ``question``, ``question_type``, ``answer`` -- an index into :data:`ANSWERS` -- and
-    ``answer_text``); ``"nsp"``: BERT next-sentence pairs from the captions (``text`` =
-    ``[A, B]``, which the text modality encodes as ``[CLS] A [SEP] B [SEP]``; ``sentence_a``,
-    ``sentence_b``; ``is_next``), no
+    ``"vqa"``: a row per question (adds ``question``, ``question_type``, ``answer`` -- an index
+    into :data:`ANSWERS` -- and ``answer_text``); ``"nsp"``: BERT next-sentence pairs from the
+    captions (``text`` = ``[A, B]``, which the text modality encodes as
+    ``[CLS] A [SEP] B [SEP]``; ``sentence_a``, ``sentence_b``; ``is_next``), no
     images. ``regions``: ``"ground-truth"`` boxes or a ``grid``, described by ``detector``
     (``"fashion-mnist"``: the cached Fashion-MNIST classifier, trained on first use;
     ``"untrained"``: a random one for smoke tests; or a crop-classifier object);
